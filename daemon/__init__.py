@@ -1,0 +1,1 @@
+"""The near-real-time infill service (watcher, ledger, window, pipeline, writer)."""

@@ -1,0 +1,1 @@
+"""Partial-convolution U-Net, ConvLSTM and attention infill models, baselines, inference."""

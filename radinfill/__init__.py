@@ -1,0 +1,1 @@
+"""radinfill: infill radar-failure holes in DWD RADOLAN composites."""

@@ -1,0 +1,25 @@
+"""RADOLAN codec: decode and encode DWD composites, read archives, grids and sites.
+
+Public API: :func:`decode`, :func:`encode`, :func:`read`, :func:`read_one`, :func:`write`,
+:class:`Field`, :class:`RadolanError`, :class:`Grid`, :func:`grid_for`.
+"""
+
+from radinfill.radolan.codec import Field, decode, encode
+from radinfill.radolan.errors import RadolanError
+from radinfill.radolan.grids import Grid, grid_for
+from radinfill.radolan.header import Header
+from radinfill.radolan.io import read, read_one, sniff, write
+
+__all__ = [
+    "Field",
+    "Grid",
+    "Header",
+    "RadolanError",
+    "decode",
+    "encode",
+    "grid_for",
+    "read",
+    "read_one",
+    "sniff",
+    "write",
+]

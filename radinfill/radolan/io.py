@@ -1,0 +1,121 @@
+"""Read RADOLAN files (plain, gz, bz2, tar, ODIM-HDF5; detected by magic bytes) and write them.
+
+Archives are unpacked in memory with hard bounds on sizes and member counts, so a
+decompression bomb or a hostile tar is a :class:`RadolanError`, not an exhausted machine.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import os
+import tarfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from radinfill import atomic
+from radinfill.radolan.codec import Field, decode, encode
+from radinfill.radolan.errors import RadolanError
+
+#: Largest single product accepted: a DE4800 two-byte grid (42.2 MB) plus header.
+MAX_PRODUCT_BYTES = 4800 * 4400 * 2 + 8192
+#: Largest decompressed stream (e.g. a tar of 25 DE1200 forecast members is 66 MB).
+MAX_STREAM_BYTES = 512 * 1024 * 1024
+MAX_MEMBERS = 1000
+_MAX_NESTING = 3
+
+
+def sniff(data: bytes) -> str:
+    """Container kind from magic bytes: ``gzip``, ``bz2``, ``tar``, ``hdf5`` or ``product``."""
+    if data[:2] == b"\x1f\x8b":
+        return "gzip"
+    if data[:3] == b"BZh":
+        return "bz2"
+    if data[257:262] == b"ustar":
+        return "tar"
+    if data[:8] == b"\x89HDF\r\n\x1a\n":
+        return "hdf5"
+    return "product"
+
+
+def read(path: str | os.PathLike[str]) -> list[Field]:
+    """Read every product in a file: a plain product, gz/bz2 of one, or a tar of many.
+
+    Raises
+    ------
+    RadolanError
+        If any part cannot be read or decoded (message names the file and member).
+    FileNotFoundError
+        If ``path`` does not exist.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_STREAM_BYTES:
+        raise RadolanError(f"file of {size} bytes is larger than {MAX_STREAM_BYTES}", source=str(path))
+    return list(_fields(path.read_bytes(), str(path), 0))
+
+
+def read_one(path: str | os.PathLike[str]) -> Field:
+    """Read a file that holds exactly one product."""
+    fields = read(path)
+    if len(fields) != 1:
+        raise RadolanError(f"holds {len(fields)} products, expected exactly one", source=str(path))
+    return fields[0]
+
+
+def write(field: Field, path: str | os.PathLike[str], mode: int = atomic.DEFAULT_MODE) -> None:
+    """Atomically write ``field`` as RADOLAN binary; ``.gz``/``.bz2`` suffixes compress."""
+    data = encode(field)
+    suffix = Path(path).suffix
+    if suffix == ".gz":
+        data = gzip.compress(data, mtime=0)
+    elif suffix == ".bz2":
+        data = bz2.compress(data)
+    atomic.write_bytes(path, data, mode)
+
+
+def _fields(data: bytes, source: str, depth: int) -> Iterator[Field]:
+    kind = sniff(data)
+    if kind in ("product", "hdf5"):
+        if len(data) > MAX_PRODUCT_BYTES:
+            raise RadolanError(f"product of {len(data)} bytes exceeds {MAX_PRODUCT_BYTES}", source=source)
+        yield decode(data, source=source)
+        return
+    if depth >= _MAX_NESTING:
+        raise RadolanError("archives nested too deeply", source=source)
+    if kind == "tar":
+        for name, member in _tar_members(data, source):
+            yield from _fields(member, f"{source}:{name}", depth + 1)
+    else:
+        yield from _fields(_decompress(data, kind, source), source, depth + 1)
+
+
+def _decompress(data: bytes, kind: str, source: str) -> bytes:
+    try:
+        buffer = io.BytesIO(data)
+        with gzip.GzipFile(fileobj=buffer) if kind == "gzip" else bz2.BZ2File(buffer) as stream:
+            out = stream.read(MAX_STREAM_BYTES + 1)
+    except (OSError, EOFError, zlib.error, ValueError) as err:
+        raise RadolanError(f"corrupt {kind} stream: {err}", source=source) from None
+    if len(out) > MAX_STREAM_BYTES:
+        raise RadolanError(f"{kind} stream expands beyond {MAX_STREAM_BYTES} bytes", source=source)
+    return out
+
+
+def _tar_members(data: bytes, source: str) -> Iterator[tuple[str, bytes]]:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+            members = [m for m in archive.getmembers() if m.isfile()]
+            if len(members) > MAX_MEMBERS:
+                raise RadolanError(f"tar holds {len(members)} files, more than {MAX_MEMBERS}", source=source)
+            if not members:
+                raise RadolanError("tar archive holds no files", source=source)
+            for member in sorted(members, key=lambda m: m.name):
+                handle = archive.extractfile(member)
+                if handle is None:
+                    continue
+                yield member.name, handle.read(MAX_PRODUCT_BYTES + 1)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise RadolanError(f"corrupt tar archive: {err}", source=source) from None

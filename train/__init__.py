@@ -1,0 +1,1 @@
+"""Distributed retraining, evaluation and promotion of infill models."""
