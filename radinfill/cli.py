@@ -1,1 +1,128 @@
-def main(argv=None):\n    return 0
+"""The ``radinfill`` command line: one thin subcommand per job.
+
+Every command parses its arguments and calls one library function; heavy imports (xarray,
+matplotlib, torch) happen inside the commands so ``--help`` is instant. Errors are one
+readable line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from radinfill.radolan import RadolanError
+
+EXIT_ERROR = 1
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from radinfill import report
+
+    records = [report.describe(field) for field in _read(args.file)]
+    if args.json:
+        print(json.dumps(records if len(records) > 1 else records[0], indent=2))
+    else:
+        print("\n\n".join(report.format_description(r) for r in records))
+    return 0
+
+
+def _quicklook(args: argparse.Namespace) -> int:
+    from radinfill import holes, plots
+
+    fields = _read(args.file)
+    afters = _read(args.after) if args.after else [None] * len(fields)
+    if len(afters) != len(fields):
+        raise ValueError(
+            f"{args.after} holds {len(afters)} products but {args.file} holds {len(fields)}"
+        )
+    base = Path(args.output) if args.output else Path(Path(args.file).name + ".png")
+    for index, (field, after) in enumerate(zip(fields, afters, strict=True)):
+        path = base if len(fields) == 1 else base.with_stem(f"{base.stem}_{index:03d}")
+        report = holes.detect(field)
+        if after is None:
+            plots.quicklook(field, report, path=path)
+        else:
+            plots.before_after(field, after, report=report, path=path)
+        print(path)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from radinfill import demo
+
+    return demo.run(data=args.data, out=Path(args.out), quicklooks=args.quicklooks)
+
+
+def _read(path: str):
+    from radinfill import radolan
+
+    return radolan.read(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="radinfill",
+        description="Infill radar-failure holes in DWD RADOLAN composites.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the main job on the sample data and print a hole report",
+        description="Decode RADOLAN files, detect radar-failure holes, write CF-netCDF and "
+        "quicklooks, and print a hole report.",
+    )
+    demo.add_argument(
+        "--data",
+        help="directory of RADOLAN files (default: ../shared/data/radolan when present)",
+    )
+    demo.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
+    demo.add_argument(
+        "--quicklooks", type=int, default=6, help="how many quicklook PNGs to draw (default: 6)"
+    )
+    demo.set_defaults(run=_demo)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="print header, grid, flags and the hole report of a file",
+        description="Print header, grid, flag counts and the radar-failure hole report of every "
+        "product in FILE (plain, gz, bz2, tar or ODIM-HDF5).",
+    )
+    inspect.add_argument("file", metavar="FILE")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.set_defaults(run=_inspect)
+
+    quicklook = commands.add_parser(
+        "quicklook",
+        help="draw a north-up map of a file with its holes outlined",
+        description="Draw a PNG map of FILE: values, failure holes outlined, radar sites and "
+        "coverage circles. With --after, draw before/after panels of an input and its infill.",
+    )
+    quicklook.add_argument("file", metavar="FILE")
+    quicklook.add_argument("-o", "--output", help="PNG path (default: FILE's name + .png here)")
+    quicklook.add_argument(
+        "--after", metavar="FILE", help="infilled output for before/after panels"
+    )
+    quicklook.set_defaults(run=_quicklook)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except (RadolanError, ValueError, OSError) as err:
+        print(f"radinfill {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

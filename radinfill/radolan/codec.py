@@ -105,7 +105,9 @@ def decode(data: bytes, *, source: str = "<bytes>") -> Field:
     if hdr.size != len(data):
         kind = "truncated" if len(data) < hdr.size else "over-long"
         raise RadolanError(
-            f"{kind}: {len(data)} bytes but header BY says {hdr.size}", source=source, offset=len(data)
+            f"{kind}: {len(data)} bytes but header BY says {hdr.size}",
+            source=source,
+            offset=len(data),
         )
     try:
         product = info(hdr.product)
@@ -122,7 +124,11 @@ def decode(data: bytes, *, source: str = "<bytes>") -> Field:
             source=source,
             offset=len(raw),
         )
-    planes = _decode_rvp6(payload, rows, cols) if width == 1 else _decode_words(payload, rows, cols, hdr.precision)
+    planes = (
+        _decode_rvp6(payload, rows, cols)
+        if width == 1
+        else _decode_words(payload, rows, cols, hdr.precision)
+    )
     return Field(hdr.product, hdr.time, *planes, header=hdr, grid=grid, source=source)
 
 

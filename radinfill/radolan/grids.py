@@ -59,7 +59,9 @@ def project(lon: np.ndarray | float, lat: np.ndarray | float, ellipsoid: Ellipso
 
 def unproject(x: np.ndarray | float, y: np.ndarray | float, ellipsoid: Ellipsoid = "sphere"):
     """Inverse of :func:`project`: x/y in metres to lon/lat in degrees."""
-    return _transformer(ellipsoid).transform(x, y, direction=pyproj.enums.TransformDirection.INVERSE)
+    return _transformer(ellipsoid).transform(
+        x, y, direction=pyproj.enums.TransformDirection.INVERSE
+    )
 
 
 @dataclass(frozen=True)
@@ -171,13 +173,19 @@ def grid_for(rows: int, cols: int, ellipsoid: Ellipsoid = "sphere") -> Grid:
     ref_x, ref_y = _reference_xy(ellipsoid)
     if (rows, cols) in _CATALOGUE:
         name, res_km, j0, i0 = _CATALOGUE[(rows, cols)]
-        return Grid(name, rows, cols, res_km * 1000.0, ref_x - j0 * 1000.0, ref_y - i0 * 1000.0, ellipsoid)
+        return Grid(
+            name, rows, cols, res_km * 1000.0, ref_x - j0 * 1000.0, ref_y - i0 * 1000.0, ellipsoid
+        )
     if 0 < rows <= 900 and 0 < cols <= 900:
         return Grid(
-            f"crop-{rows}x{cols}", rows, cols, 1000.0,
-            ref_x - 450e3 + (900 - cols) // 2 * 1000.0, ref_y - 450e3 + (900 - rows) // 2 * 1000.0,
+            f"crop-{rows}x{cols}",
+            rows,
+            cols,
+            1000.0,
+            ref_x - 450e3 + (900 - cols) // 2 * 1000.0,
+            ref_y - 450e3 + (900 - rows) // 2 * 1000.0,
             ellipsoid,
-        )  # fmt: skip
+        )
     raise RadolanError(f"unknown grid size {rows}x{cols}")
 
 

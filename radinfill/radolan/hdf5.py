@@ -33,7 +33,9 @@ def decode(data: bytes, *, source: str = "<bytes>") -> Field:
     except RadolanError:
         raise
     except Exception as err:  # h5py raises many kinds (OSError, KeyError, TypeError, ...)
-        raise RadolanError(f"unreadable ODIM-HDF5: {type(err).__name__}: {err}", source=source) from None
+        raise RadolanError(
+            f"unreadable ODIM-HDF5: {type(err).__name__}: {err}", source=source
+        ) from None
 
 
 def _text(value: object) -> str:
@@ -52,7 +54,9 @@ def _decode(h5, source: str) -> Field:
     grid = grid_for(rows, cols, "wgs84")
     dataset = h5["dataset1/data1/data"]
     if dataset.shape != (rows, cols):
-        raise RadolanError(f"data shape {dataset.shape} does not match {rows}x{cols}", source=source)
+        raise RadolanError(
+            f"data shape {dataset.shape} does not match {rows}x{cols}", source=source
+        )
     _check_corners(where, grid, source)
     scaling = h5["dataset1/data1/what"].attrs
     gain, offset = float(scaling["gain"]), float(scaling["offset"])
@@ -64,13 +68,18 @@ def _decode(h5, source: str) -> Field:
     values[nodata] = np.nan
     meta = h5["dataset1/what"].attrs
     nominal = _time(what["date"], what["time"])
-    start, end = _time(meta["startdate"], meta["starttime"]), _time(meta["enddate"], meta["endtime"])
+    start, end = (
+        _time(meta["startdate"], meta["starttime"]),
+        _time(meta["enddate"], meta["endtime"]),
+    )
     product = _text(meta["prodname"]).split("_")[0].upper()
-    sites = tuple(s.strip("' ").removeprefix("de") for s in _text(h5["how"].attrs.get("nodes", "")).split(","))
+    sites = tuple(
+        s.strip("' ").removeprefix("de") for s in _text(h5["how"].attrs.get("nodes", "")).split(",")
+    )
     tokens = {
         "GP": (rows, cols),
         "VS": 5,
-        "PR": int(round(math.log10(gain))) if gain > 0 else 0,
+        "PR": round(math.log10(gain)) if gain > 0 else 0,
         "INT": int((end - start).total_seconds() // 60),
         "VV": int((end - nominal).total_seconds() // 60),
         "SW": _text(h5["how"].attrs.get("sw_version", "")),

@@ -174,18 +174,28 @@ def parse(raw: bytes, source: str = "<bytes>") -> Header:
     text = raw[:-1] if raw.endswith(bytes([ETX])) else raw
     bad = next((i for i, b in enumerate(text) if not 0x20 <= b < 0x7F), None)
     if bad is not None:
-        raise RadolanError(f"garbled header: non-ASCII byte 0x{text[bad]:02x}", source=source, offset=bad)
+        raise RadolanError(
+            f"garbled header: non-ASCII byte 0x{text[bad]:02x}", source=source, offset=bad
+        )
     fixed = _FIXED.match(text)
     if fixed is None:
-        raise RadolanError("garbled header: bad product id, time or WMO number", source=source, offset=0)
+        raise RadolanError(
+            "garbled header: bad product id, time or WMO number", source=source, offset=0
+        )
     product, ddhhmm, wmo, mmyy = (g.decode() for g in fixed.groups())
     try:
         time = datetime(
-            2000 + int(mmyy[2:]), int(mmyy[:2]), int(ddhhmm[:2]), int(ddhhmm[2:4]), int(ddhhmm[4:]),
+            2000 + int(mmyy[2:]),
+            int(mmyy[:2]),
+            int(ddhhmm[:2]),
+            int(ddhhmm[2:4]),
+            int(ddhhmm[4:]),
             tzinfo=UTC,
-        )  # fmt: skip
+        )
     except ValueError as err:
-        raise RadolanError(f"garbled header: invalid time {ddhhmm}/{mmyy}", source=source, offset=2) from err
+        raise RadolanError(
+            f"garbled header: invalid time {ddhhmm}/{mmyy}", source=source, offset=2
+        ) from err
     tokens = _parse_tokens(text, fixed.end(), source)
     return Header(raw=bytes(raw), product=product, time=time, wmo=wmo, tokens=tokens)
 
@@ -199,7 +209,9 @@ def _parse_tokens(text: bytes, pos: int, source: str) -> dict[str, object]:
         match = _TOKEN.match(text, pos)
         if match is None:
             snippet = text[pos : pos + 8].decode("ascii")
-            raise RadolanError(f"garbled header: unexpected text {snippet!r}", source=source, offset=pos)
+            raise RadolanError(
+                f"garbled header: unexpected text {snippet!r}", source=source, offset=pos
+            )
         name = match.group().decode()
         if name in tokens:
             raise RadolanError(f"garbled header: token {name} repeated", source=source, offset=pos)
@@ -215,7 +227,9 @@ def _read_value(text: bytes, name: str, pos: int, source: str) -> tuple[object, 
             raise RadolanError(f"garbled header: {name} has no length", source=source, offset=pos)
         end = length.end() + int(length.group())
         if end > len(text):
-            raise RadolanError(f"garbled header: {name} text runs past the header", source=source, offset=pos)
+            raise RadolanError(
+                f"garbled header: {name} text runs past the header", source=source, offset=pos
+            )
         return _CONVERT[name](text[length.end() : end].decode("ascii")), end
     value = re.compile(_VALUE[name]).match(text, pos)
     if value is None:
@@ -227,7 +241,9 @@ def _read_value(text: bytes, name: str, pos: int, source: str) -> tuple[object, 
         try:
             parsed = tuple(float(limits[i : i + 5]) for i in range(0, 5 * count, 5))
         except ValueError as err:
-            raise RadolanError("garbled header: bad LV class limits", source=source, offset=end) from err
+            raise RadolanError(
+                "garbled header: bad LV class limits", source=source, offset=end
+            ) from err
         if len(limits) != 5 * count:
             raise RadolanError("garbled header: LV limits truncated", source=source, offset=end)
         return parsed, end + 5 * count

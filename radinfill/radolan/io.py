@@ -53,7 +53,9 @@ def read(path: str | os.PathLike[str]) -> list[Field]:
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_STREAM_BYTES:
-        raise RadolanError(f"file of {size} bytes is larger than {MAX_STREAM_BYTES}", source=str(path))
+        raise RadolanError(
+            f"file of {size} bytes is larger than {MAX_STREAM_BYTES}", source=str(path)
+        )
     return list(_fields(path.read_bytes(), str(path), 0))
 
 
@@ -80,7 +82,9 @@ def _fields(data: bytes, source: str, depth: int) -> Iterator[Field]:
     kind = sniff(data)
     if kind in ("product", "hdf5"):
         if len(data) > MAX_PRODUCT_BYTES:
-            raise RadolanError(f"product of {len(data)} bytes exceeds {MAX_PRODUCT_BYTES}", source=source)
+            raise RadolanError(
+                f"product of {len(data)} bytes exceeds {MAX_PRODUCT_BYTES}", source=source
+            )
         yield decode(data, source=source)
         return
     if depth >= _MAX_NESTING:
@@ -109,7 +113,9 @@ def _tar_members(data: bytes, source: str) -> Iterator[tuple[str, bytes]]:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
             members = [m for m in archive.getmembers() if m.isfile()]
             if len(members) > MAX_MEMBERS:
-                raise RadolanError(f"tar holds {len(members)} files, more than {MAX_MEMBERS}", source=source)
+                raise RadolanError(
+                    f"tar holds {len(members)} files, more than {MAX_MEMBERS}", source=source
+                )
             if not members:
                 raise RadolanError("tar archive holds no files", source=source)
             for member in sorted(members, key=lambda m: m.name):

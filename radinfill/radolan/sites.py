@@ -15,10 +15,10 @@ from types import MappingProxyType
 
 @dataclass(frozen=True)
 class Site:
-    """A radar site: id, WMO number, name, latitude/longitude (deg) and antenna height (m)."""
+    """A radar site: id, WMO number (None where unpublished), name, lat/lon (deg), height (m)."""
 
     id: str
-    wmo: int
+    wmo: int | None
     name: str
     lat: float
     lon: float
@@ -43,7 +43,7 @@ _TABLE = (
     Site("ros", 10169, "Rostock", 54.17566, 12.058076, 37.05),
     Site("tur", 10832, "Türkheim", 48.585379, 9.782675, 767.62),
     Site("umd", 10356, "Ummendorf", 52.160096, 11.176091, 185.2),
-    Site("emd", 10204, "Emden (historic)", 53.33872, 7.02377, 58.0),
+    Site("emd", None, "Emden (historic)", 53.33872, 7.02377, 58.0),
 )
 
 #: All known sites by id (the 17 operational radars and historic ``emd``).

@@ -1,0 +1,94 @@
+"""The command line as a user runs it: real console script, real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from radinfill.cli import build_parser, main
+
+RW_NHB = "dwdradar/tests/raa01-rw_10000-1907010950-dwd---bin_weatherRadolan"
+CORRUPT = "wradlib-data/showcase_CORRUPT/raa01-w3_10000-1408110550-dwd---bin.gz"
+SCRIPT = Path(sys.executable).with_name("radinfill")
+
+
+def _commands() -> list[str]:
+    subparsers = build_parser()._subparsers._group_actions[0]  # type: ignore[union-attr]
+    return sorted(subparsers.choices)
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_has_help(command: str) -> None:
+    done = subprocess.run([SCRIPT, command, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert f"usage: radinfill {command}" in done.stdout
+
+
+def test_inspect_json_reports_the_missing_radar(samples: Path) -> None:
+    done = subprocess.run(
+        [SCRIPT, "inspect", samples / RW_NHB, "--json"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["product"] == "RW"
+    assert record["time"] == "2019-07-01T09:50:00+00:00"
+    assert record["grid"]["rows"] == 900
+    assert "nhb" not in record["header"]["MS"]
+    assert record["holes"]["missing_radars"] == ["nhb"]
+    assert record["holes"]["failure_pixels"] > 1000
+
+
+def test_inspect_text(samples: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(samples / RW_NHB)]) == 0
+    text = capsys.readouterr().out
+    assert "missing radars nhb" in text
+    assert "national 900x900" in text
+
+
+@pytest.mark.parametrize(
+    "args", [["inspect", CORRUPT], ["quicklook", CORRUPT], ["inspect", "missing"]]
+)
+def test_errors_are_one_line_without_traceback(
+    samples: Path, tmp_path: Path, args: list[str]
+) -> None:
+    target = samples / args[1] if args[1] != "missing" else tmp_path / "no-such-file"
+    done = subprocess.run([SCRIPT, args[0], target], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"radinfill {args[0]}: error:")
+    assert str(target) in lines[0]
+
+
+def test_quicklook_writes_png(samples: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rw.png"
+    assert main(["quicklook", str(samples / RW_NHB), "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_on_a_small_directory(samples: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in (
+        RW_NHB,
+        CORRUPT,
+        "radolan_to_netcdf/radolan_ry/raa01-ry_10000-2001011500-dwd---bin.gz",
+    ):
+        shutil.copy(samples / name, data / Path(name).name)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [SCRIPT, "demo", "--data", data, "--out", out, "--quicklooks", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "nhb" in done.stdout
+    assert "skipped 1 unreadable" in done.stdout
+    assert len(list((out / "netcdf").glob("*.nc"))) == 2
+    assert len(list((out / "quicklooks").glob("*.png"))) == 1
