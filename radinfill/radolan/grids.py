@@ -122,7 +122,7 @@ class Grid:
         return {k: (float(lon[i]), float(lat[i])) for i, k in enumerate(("LL", "LR", "UR", "UL"))}
 
     def index(self, lon: np.ndarray | float, lat: np.ndarray | float):
-        """Fractional (row, col) of lon/lat points; integer parts index the pixel."""
+        """Fractional (row, col) of lon/lat points; pixel centres are whole numbers, so round."""
         x, y = project(lon, lat, self.ellipsoid)
         return (np.asarray(y) - self.y0) / self.resolution - 0.5, (
             np.asarray(x) - self.x0

@@ -28,7 +28,7 @@ _VALUE = {
     "BY": rb" *\d{1,10}",
     "VS": rb"[ \d]\d",
     "SW": rb"[ \w.]{9}",
-    "PR": rb" ?E[+-]\d\d",
+    "PR": rb" ?E[+-]0\d",  # |exponent| <= 9 keeps values finite in float32
     "INT": rb"[ \d]{3}\d",
     "U": rb"[01]",
     "GP": rb"[ \d]{3}\dx[ \d]{3}\d",
@@ -222,7 +222,7 @@ def _parse_tokens(text: bytes, pos: int, source: str) -> dict[str, object]:
 
 def _read_value(text: bytes, name: str, pos: int, source: str) -> tuple[object, int]:
     if name in _LENGTH_PREFIXED:
-        length = re.compile(rb"[ \d]{2}\d").match(text, pos)
+        length = re.compile(rb"  \d| \d\d|\d{3}").match(text, pos)  # padded on the left only
         if length is None:
             raise RadolanError(f"garbled header: {name} has no length", source=source, offset=pos)
         end = length.end() + int(length.group())
@@ -230,7 +230,7 @@ def _read_value(text: bytes, name: str, pos: int, source: str) -> tuple[object, 
             raise RadolanError(
                 f"garbled header: {name} text runs past the header", source=source, offset=pos
             )
-        return _CONVERT[name](text[length.end() : end].decode("ascii")), end
+        return _convert(name, text[length.end() : end], source, pos), end
     value = re.compile(_VALUE[name]).match(text, pos)
     if value is None:
         raise RadolanError(f"garbled header: bad value for {name}", source=source, offset=pos)
@@ -247,4 +247,14 @@ def _read_value(text: bytes, name: str, pos: int, source: str) -> tuple[object, 
         if len(limits) != 5 * count:
             raise RadolanError("garbled header: LV limits truncated", source=source, offset=end)
         return parsed, end + 5 * count
-    return _CONVERT[name](value.group().decode("ascii")), end
+    return _convert(name, value.group(), source, pos), end
+
+
+def _convert(name: str, value: bytes, source: str, pos: int) -> object:
+    """Convert a token's value; a malformed number (an inner blank, e.g. ``" 6 0"``) is garbled."""
+    try:
+        return _CONVERT[name](value.decode("ascii"))
+    except ValueError:
+        raise RadolanError(
+            f"garbled header: bad value for {name}", source=source, offset=pos
+        ) from None

@@ -21,7 +21,8 @@ from radinfill.radolan.errors import RadolanError
 
 #: Largest single product accepted: a DE4800 two-byte grid (42.2 MB) plus header.
 MAX_PRODUCT_BYTES = 4800 * 4400 * 2 + 8192
-#: Largest decompressed stream (e.g. a tar of 25 DE1200 forecast members is 66 MB).
+#: Most bytes the decompressed streams of one file may expand to together, all layers and all
+#: compressed tar members counted (e.g. the tar.bz2 of 25 DE1200 forecast members is 66 MB).
 MAX_STREAM_BYTES = 512 * 1024 * 1024
 MAX_MEMBERS = 1000
 _MAX_NESTING = 3
@@ -56,7 +57,7 @@ def read(path: str | os.PathLike[str]) -> list[Field]:
         raise RadolanError(
             f"file of {size} bytes is larger than {MAX_STREAM_BYTES}", source=str(path)
         )
-    return list(_fields(path.read_bytes(), str(path), 0))
+    return list(_fields(path.read_bytes(), str(path), 0, _Budget(MAX_STREAM_BYTES)))
 
 
 def read_one(path: str | os.PathLike[str]) -> Field:
@@ -78,7 +79,18 @@ def write(field: Field, path: str | os.PathLike[str], mode: int = atomic.DEFAULT
     atomic.write_bytes(path, data, mode)
 
 
-def _fields(data: bytes, source: str, depth: int) -> Iterator[Field]:
+class _Budget:
+    """Decompressed bytes one :func:`read` may still produce, shared by all layers and members.
+
+    A per-stream bound alone would let a tar of many small compressed members expand
+    without limit.
+    """
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+def _fields(data: bytes, source: str, depth: int, budget: _Budget) -> Iterator[Field]:
     kind = sniff(data)
     if kind in ("product", "hdf5"):
         if len(data) > MAX_PRODUCT_BYTES:
@@ -91,20 +103,24 @@ def _fields(data: bytes, source: str, depth: int) -> Iterator[Field]:
         raise RadolanError("archives nested too deeply", source=source)
     if kind == "tar":
         for name, member in _tar_members(data, source):
-            yield from _fields(member, f"{source}:{name}", depth + 1)
+            yield from _fields(member, f"{source}:{name}", depth + 1, budget)
     else:
-        yield from _fields(_decompress(data, kind, source), source, depth + 1)
+        yield from _fields(_decompress(data, kind, source, budget), source, depth + 1, budget)
 
 
-def _decompress(data: bytes, kind: str, source: str) -> bytes:
+def _decompress(data: bytes, kind: str, source: str, budget: _Budget) -> bytes:
     try:
         buffer = io.BytesIO(data)
         with gzip.GzipFile(fileobj=buffer) if kind == "gzip" else bz2.BZ2File(buffer) as stream:
-            out = stream.read(MAX_STREAM_BYTES + 1)
+            out = stream.read(budget.left + 1)
     except (OSError, EOFError, zlib.error, ValueError) as err:
         raise RadolanError(f"corrupt {kind} stream: {err}", source=source) from None
-    if len(out) > MAX_STREAM_BYTES:
-        raise RadolanError(f"{kind} stream expands beyond {MAX_STREAM_BYTES} bytes", source=source)
+    if len(out) > budget.left:
+        raise RadolanError(
+            f"{kind} stream expands beyond {MAX_STREAM_BYTES} bytes (all streams of the file)",
+            source=source,
+        )
+    budget.left -= len(out)
     return out
 
 

@@ -25,12 +25,16 @@ class ProductInfo:
         CF standard name, or ``None`` where CF has none.
     long_name
         Human-readable description.
+    nodata_means_dry
+        True where the product writes no-data for "no precipitation" (RE): its no-data
+        pixels are not radar-failure holes.
     """
 
     encoding: Encoding
     unit: str
     standard_name: str | None
     long_name: str
+    nodata_means_dry: bool = False
 
 
 _AMOUNT = "lwe_thickness_of_precipitation_amount"
@@ -43,7 +47,7 @@ _PRODUCTS: dict[str, ProductInfo] = {
     **{p: ProductInfo("uint16", "mm", _AMOUNT, f"{p} precipitation amount per interval")
        for p in ("RW", "RY", "RZ", "RH", "RB", "RL", "RU", "RV", "RQ", "YW", "SF", "SH", "SQ",
                  "W1", "W2", "W3", "W4", "EY", "EZ", "EH", "EB", "EW", "%J", "%M", "%Y")},
-    "RE": ProductInfo("uint16", "1", None, "RE solid fraction of precipitation"),
+    "RE": ProductInfo("uint16", "1", None, "RE solid fraction of precipitation", True),
     "FZ": ProductInfo("uint16", "RVP6", None, "FZ reflectivity nowcast in RVP6 units"),
 }  # fmt: skip
 

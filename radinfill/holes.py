@@ -1,0 +1,356 @@
+"""Find radar-failure holes in a RADOLAN field and attribute them to causes.
+
+A composite's no-data pixels are of two kinds (DESIGN §4):
+
+* **outside** the nominal coverage: beyond the range of every radar of the network. They are
+  never infilled and stay no-data.
+* **failure** holes inside the nominal coverage. Most come from a radar that is missing from
+  the header ``MS`` list; the rest are sector (beam-blockage) wedges, small blind zones and other
+  gaps inside the coverage of radars that did report.
+
+The nominal coverage is the union of discs of radius :func:`coverage_radius_km` (150 km; 128 km
+for RADKLIM reprocessed products and format versions ``VS`` <= 2) around the 17 operational
+sites of :data:`~radinfill.radolan.sites.OPERATIONAL`, plus any other known site listed in ``MS``
+(the historic Emden radar ``emd``). The *expected* coverage is the same union over the listed
+sites only; nominal minus expected is the footprint of the missing radars. Distances are
+great-circle distances between pixel centres (from :meth:`Grid.lonlat`) and sites on a sphere
+of the mean Earth radius, not distances in the projection plane, whose scale is true only at
+60 N (about 6 % too large over Germany).
+
+Each failure pixel gets one cause code (see :data:`CAUSES`): :data:`RADAR` for pixels that no
+listed radar's disc covers, and for the rest a class of the 8-connected component it belongs to,
+decided in this order:
+
+1. :data:`BLIND_ZONE` if the component is small (at most :data:`BLIND_MAX_KM2` of nominal pixel
+   area), or lies entirely within :data:`BLIND_SITE_KM` of a listed site. Such holes are the
+   permanent blanking and orographic masks (e.g. the ~130-145 px blob at 47.72 N 8.20 E, 23 km
+   SE of Feldberg) and the near-range masks around a site; at this size shape is not a reliable
+   clue, so no other test is made.
+2. :data:`WEDGE` if, seen from a listed site whose disc holds at least :data:`WEDGE_MIN_INSIDE`
+   of its pixels, it spans at most :data:`WEDGE_MAX_SPREAD_DEG` of azimuth, at least
+   :data:`WEDGE_MIN_RADIAL_KM` of range, and its range extent is at least
+   :data:`WEDGE_MIN_ELONGATION` times its arc width at the median range: a narrow sector
+   pointing away from the radar, the signature of beam blockage or a sector blanked by the
+   radar (e.g. the 4,500 px wedge NE of Rostock on 2014-08-10).
+3. :data:`OTHER` otherwise.
+
+Coverage masks are cached per (grid, radius, site set): the service calls :func:`detect` for
+every product on the same grid, so after the first call only the per-field work remains (a few
+milliseconds on 900 x 900).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
+
+import numpy as np
+from scipy import ndimage
+
+from radinfill.radolan import Field, Grid
+from radinfill.radolan.header import Header
+from radinfill.radolan.sites import (
+    OPERATIONAL,
+    RADIUS_KM,
+    RADIUS_REPROCESSED_KM,
+    SITES,
+    canonical,
+)
+
+#: Cause code of a pixel that is not a failure hole (valid, or outside the nominal coverage).
+NONE = 0
+#: Failure pixel that no listed radar's disc covers: the footprint of a missing radar.
+RADAR = 1
+#: Failure pixel in a narrow radial sector inside a listed radar's disc (beam blockage).
+WEDGE = 2
+#: Failure pixel in a small component or one close to a site (blanking, cone of silence).
+BLIND_ZONE = 3
+#: Any other failure pixel inside the coverage of listed radars.
+OTHER = 4
+#: Cause name -> code, the keys of :attr:`HoleReport.causes`.
+CAUSES = MappingProxyType(
+    {"radar": RADAR, "wedge": WEDGE, "blind_zone": BLIND_ZONE, "other": OTHER}
+)
+
+#: Mean Earth radius (km, IUGG) used for great-circle distances.
+EARTH_RADIUS_KM = 6371.0088
+#: A component of at most this nominal area (km²) is a blind zone.
+BLIND_MAX_KM2 = 500.0
+#: A component entirely within this distance (km) of a listed site is a blind zone.
+BLIND_SITE_KM = 25.0
+#: Share of a component's pixels that must lie in a site's disc to judge its shape from there.
+WEDGE_MIN_INSIDE = 0.9
+#: Largest azimuth spread (degrees) of a wedge, seen from its radar.
+WEDGE_MAX_SPREAD_DEG = 45.0
+#: Smallest range extent (km) of a wedge.
+WEDGE_MIN_RADIAL_KM = 50.0
+#: Smallest ratio of range extent to arc width (at the median range) of a wedge.
+WEDGE_MIN_ELONGATION = 1.5
+#: Most pixels of one component whose geometry is evaluated (a regular subsample beyond).
+_GEOMETRY_SAMPLE = 20_000
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True, eq=False)
+class HoleReport:
+    """The no-data structure of one field.
+
+    All masks are (rows, cols) like the field, row 0 = south. The cached ``coverage`` and
+    ``expected`` masks are shared between reports and read-only.
+
+    Attributes
+    ----------
+    failure
+        bool: radar-failure holes, no-data pixels inside the nominal coverage.
+    outside
+        bool: no-data pixels outside the nominal coverage (never infilled).
+        ``failure | outside`` equals the field's no-data plane.
+    missing_radars
+        Operational sites absent from the header ``MS`` list whose disc contains failure
+        pixels that no listed radar covers (cause :data:`RADAR`). A site whose disc is wholly
+        covered by listed neighbours leaves no trace in the data and is not reported. The
+        historic ``emd`` belongs to the nominal coverage only while listed (no dated network
+        history is assumed), so it is never reported missing.
+    pixels
+        Number of failure pixels.
+    causes
+        Failure pixel count per cause name (keys of :data:`CAUSES`); the counts sum to
+        ``pixels``.
+    labels
+        uint8 cause code per pixel: :data:`NONE`, :data:`RADAR`, :data:`WEDGE`,
+        :data:`BLIND_ZONE` or :data:`OTHER`.
+    coverage
+        bool: nominal coverage (operational sites plus other known listed sites).
+    expected
+        bool: coverage of the known sites listed in ``MS``.
+    radius_km
+        Coverage radius used (km).
+    unknown_sites
+        Ids listed in ``MS`` that have no known coordinates (legacy ``ham``, ``bln`` ...). They
+        contribute nothing to ``expected``, so when this is not empty their no-data footprint
+        outside the known listed discs counts as :data:`RADAR`, and ``missing_radars`` may name
+        an operational site that an unknown legacy radar stood in for (2009-2014 headers list
+        ``ham``, ``han``, ``bln``, ``muc`` ... instead of today's ids): attribution is then
+        less reliable.
+    """
+
+    failure: np.ndarray
+    outside: np.ndarray
+    missing_radars: frozenset[str]
+    pixels: int
+    causes: dict[str, int]
+    labels: np.ndarray
+    coverage: np.ndarray
+    expected: np.ndarray
+    radius_km: float
+    unknown_sites: frozenset[str]
+
+
+def coverage_radius_km(header: Header) -> float:
+    """Nominal range (km) of the radars of a product.
+
+    128 km for RADKLIM reprocessed products (header token ``VR``) and for format versions
+    ``VS`` <= 2 (the 2009-2014 generation), 150 km otherwise (also when ``VS`` is absent).
+    """
+    reprocessed = "VR" in header or ("VS" in header and header.version <= 2)
+    return RADIUS_REPROCESSED_KM if reprocessed else RADIUS_KM
+
+
+def coverage(grid: Grid, site_ids: Iterable[str], radius_km: float) -> np.ndarray:
+    """Union of discs of ``radius_km`` around known sites on ``grid``.
+
+    Parameters
+    ----------
+    grid
+        Target grid.
+    site_ids
+        Ids of :data:`~radinfill.radolan.sites.SITES` (canonical, lower-case).
+    radius_km
+        Disc radius (great-circle, km).
+
+    Returns
+    -------
+    numpy.ndarray
+        bool (rows, cols), read-only and cached per (grid, site set, radius).
+
+    Raises
+    ------
+    ValueError
+        If a site id has no known coordinates.
+    """
+    ids = frozenset(site_ids)
+    if unknown := sorted(ids - SITES.keys()):
+        raise ValueError(f"no coordinates for radar site(s) {unknown}; known: {sorted(SITES)}")
+    return _coverage(grid, ids, float(radius_km))
+
+
+def detect(field: Field) -> HoleReport:
+    """Split a field's no-data into failure holes and outside-coverage pixels, with causes.
+
+    Parameters
+    ----------
+    field
+        A decoded product; its ``nodata`` plane, grid and header ``MS``/``VS``/``VR`` are
+        used. Products whose no-data means "no precipitation" (RE) have no failure holes.
+        Without an ``MS`` list (or with an empty one) the full network is assumed to
+        have reported, so holes are classified by shape only and no radar is named missing.
+
+    Returns
+    -------
+    HoleReport
+        Masks, counts and attributions (see :class:`HoleReport` and the module notes for the
+        cause rules and thresholds).
+    """
+    grid, radius = field.grid, coverage_radius_km(field.header)
+    ms = frozenset(canonical(s) for s in field.header.sites)
+    unknown = frozenset(s for s in ms if s not in SITES)
+    listed = ms - unknown if ms else frozenset(OPERATIONAL)
+    nominal = coverage(grid, listed | set(OPERATIONAL), radius)
+    expected = coverage(grid, listed, radius)
+
+    nodata = np.asarray(field.nodata, dtype=bool)
+    failure = np.zeros_like(nodata) if field.info.nodata_means_dry else nodata & nominal
+    radar = failure & ~expected
+    labels = classify_components(failure & expected, grid, listed, radius)
+    labels[radar] = RADAR
+
+    missing = frozenset(
+        s for s in set(OPERATIONAL) - listed if (radar & _discs(grid, radius)[s]).any()
+    )
+    counts = np.bincount(labels.ravel(), minlength=len(CAUSES) + 1)
+    return HoleReport(
+        failure=failure,
+        outside=nodata & ~nominal,
+        missing_radars=missing,
+        pixels=int(failure.sum()),
+        causes={name: int(counts[code]) for name, code in CAUSES.items()},
+        labels=labels,
+        coverage=nominal,
+        expected=expected,
+        radius_km=radius,
+        unknown_sites=unknown,
+    )
+
+
+def classify_components(
+    holes: np.ndarray, grid: Grid, site_ids: Iterable[str], radius_km: float
+) -> np.ndarray:
+    """Cause codes of holes inside the coverage of reporting radars, by connected component.
+
+    Parameters
+    ----------
+    holes
+        bool (rows, cols): failure pixels covered by at least one of ``site_ids``.
+    grid
+        The field's grid.
+    site_ids
+        Known sites that reported (the listed ones).
+    radius_km
+        Coverage radius (km).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (rows, cols): :data:`BLIND_ZONE`, :data:`WEDGE` or :data:`OTHER` on ``holes``
+        (rules in the module notes), :data:`NONE` elsewhere.
+    """
+    components, count = ndimage.label(holes, structure=_EIGHT_CONNECTED)
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    pixel_km2 = (grid.resolution / 1000.0) ** 2
+    codes = np.full(count + 1, BLIND_ZONE, dtype=np.uint8)
+    codes[0] = NONE
+    large = np.flatnonzero(sizes[1:] * pixel_km2 > BLIND_MAX_KM2) + 1
+    if large.size:
+        lon, lat = grid.lonlat()
+        sites = [SITES[s] for s in sorted(site_ids)]
+        slices = ndimage.find_objects(components)
+        for label in large:
+            window = slices[label - 1]
+            inside = components[window] == label
+            step = max(1, int(inside.sum()) // _GEOMETRY_SAMPLE)
+            lons, lats = lon[window][inside][::step], lat[window][inside][::step]
+            views = [great_circle(s.lon, s.lat, lons, lats) for s in sites]
+            codes[label] = _component_cause(views, radius_km)
+    return codes[components]
+
+
+def _component_cause(views: list[tuple[np.ndarray, np.ndarray]], radius_km: float) -> int:
+    """Cause of one large component from its (distance km, azimuth deg) seen from each site."""
+    if any(distance.max() <= BLIND_SITE_KM for distance, _ in views):
+        return BLIND_ZONE
+    for distance, azimuth in views:
+        if np.mean(distance <= radius_km) < WEDGE_MIN_INSIDE:
+            continue
+        spread = angular_spread(azimuth)
+        extent = float(np.ptp(distance))
+        width = np.radians(spread) * float(np.median(distance))
+        if (
+            spread <= WEDGE_MAX_SPREAD_DEG
+            and extent >= WEDGE_MIN_RADIAL_KM
+            and extent >= WEDGE_MIN_ELONGATION * width
+        ):
+            return WEDGE
+    return OTHER
+
+
+def great_circle(
+    lon0: float, lat0: float, lon: np.ndarray, lat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Great-circle distance (km) and initial azimuth (degrees from north, clockwise in
+    [0, 360)) from the point ``lon0``/``lat0`` to the points ``lon``/``lat`` (degrees)."""
+    phi0, phi = np.radians(lat0), np.radians(lat)
+    dlon = np.radians(lon - lon0)
+    half = np.sin((phi - phi0) / 2) ** 2 + np.cos(phi0) * np.cos(phi) * np.sin(dlon / 2) ** 2
+    distance = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(half, 0.0, 1.0)))
+    azimuth = np.degrees(
+        np.arctan2(
+            np.sin(dlon) * np.cos(phi),
+            np.cos(phi0) * np.sin(phi) - np.sin(phi0) * np.cos(phi) * np.cos(dlon),
+        )
+    )
+    return distance, azimuth % 360.0
+
+
+def angular_spread(azimuth: np.ndarray) -> float:
+    """Smallest arc (degrees) containing all ``azimuth`` values (degrees): 360 minus the
+    largest gap between neighbouring directions around the circle; 0 for one direction."""
+    ordered = np.sort(np.asarray(azimuth, dtype=float) % 360.0)
+    gaps = np.diff(ordered, append=ordered[0] + 360.0)
+    return float(360.0 - gaps.max())
+
+
+@lru_cache(maxsize=32)
+def _coverage(grid: Grid, site_ids: frozenset[str], radius_km: float) -> np.ndarray:
+    discs = _discs(grid, radius_km)
+    mask = np.zeros(grid.shape, dtype=bool)
+    for site in site_ids:
+        mask |= discs[site]
+    mask.flags.writeable = False
+    return mask
+
+
+@lru_cache(maxsize=8)
+def _discs(grid: Grid, radius_km: float) -> MappingProxyType[str, np.ndarray]:
+    """Per known site, bool (rows, cols): pixel centres within ``radius_km`` of the site.
+
+    Compares the cosine of the central angle (dot product of unit vectors) with that of the
+    radius: exact great-circle distances on the sphere at three multiply-adds per pixel.
+    All sites are done at once so the pixel unit vectors need not be kept.
+    """
+    lon, lat = grid.lonlat()
+    pixels = _unit_vector(np.radians(lon), np.radians(lat))
+    threshold = np.cos(radius_km / EARTH_RADIUS_KM)
+    discs = {}
+    for site in SITES.values():
+        mask = pixels @ _unit_vector(np.radians(site.lon), np.radians(site.lat)) >= threshold
+        mask.flags.writeable = False
+        discs[site.id] = mask
+    return MappingProxyType(discs)
+
+
+def _unit_vector(lon: np.ndarray | float, lat: np.ndarray | float) -> np.ndarray:
+    """Unit vectors (..., 3) of points given by longitude and latitude in radians."""
+    cos_lat = np.cos(lat)
+    return np.stack([cos_lat * np.cos(lon), cos_lat * np.sin(lon), np.sin(lat)], axis=-1)
