@@ -578,3 +578,78 @@ def _save(fig: Figure, path: str | Path, grid: Grid) -> Path:
     with replacing(target) as tmp:
         fig.savefig(tmp, format="png", dpi=_dpi(grid), facecolor="white")
     return target
+
+
+def rain_rate_scale() -> ColourScale:
+    """1-2-5 classes from 0.1 to 100 mm/h: the common scale of evaluation panels."""
+    steps = np.outer(10.0 ** np.arange(-1, 2), _DECADE_STEPS).ravel()
+    return _scale(np.round([*steps, 100.0], 9), "mm/h")
+
+
+def infill_examples(
+    truth: np.ndarray,
+    hole: np.ndarray,
+    outputs: dict[str, np.ndarray],
+    *,
+    grid: Grid,
+    path: str | Path,
+    title: str,
+) -> Path:
+    """Panels of one step: the truth, the input with the hole, and each method's infill.
+
+    Parameters
+    ----------
+    truth
+        float (rows, cols) in mm/h, NaN = no data.
+    hole
+        bool (rows, cols): the outage, drawn dark grey in the input and outlined everywhere.
+    outputs
+        Method name -> infilled field (rows, cols) in mm/h.
+    """
+    scale = rain_rate_scale()
+    panels = {"truth": truth, "input (outage cut)": np.where(hole, np.nan, truth), **outputs}
+    columns = min(len(panels), 4)
+    rows = -(-len(panels) // columns)
+    fig = _figure(grid, columns)
+    fig.set_size_inches(fig.get_figwidth(), fig.get_figheight() * rows)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    extent = _extent_km(grid)
+    for ax, (name, values) in zip(axes, panels.items(), strict=False):
+        ax.imshow(rgba(values, scale, hole), origin="lower", extent=extent, interpolation="nearest")
+        ax.contour(
+            hole, levels=[0.5], colors=OUTLINE_COLOUR, linewidths=1.0, origin="lower", extent=extent
+        )
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    _colour_bar(fig, axes[: len(panels)], scale)
+    fig.suptitle(title)
+    return _save(fig, path, grid)
+
+
+def score_bars(
+    results: dict[str, dict[str, float]],
+    *,
+    path: str | Path,
+    title: str,
+    names: Sequence[str] = ("rmse", "ame", "spatial_corr", "csi_1", "fss", "blur_ratio"),
+) -> Path:
+    """Bar chart: one panel per score, one bar per method (NaN scores are left out)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    methods = list(results)
+    fig = Figure(figsize=(3.2 * len(names), 3.6), layout="constrained", facecolor="white")
+    FigureCanvasAgg(fig)
+    for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names, strict=True):
+        values = [results[m][name] for m in methods]
+        ax.bar(range(len(methods)), np.nan_to_num(values), color=_PALETTE[1])
+        ax.set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=8)
+        ax.set_title(name, fontsize=10)
+    fig.suptitle(title)
+    target = Path(path)
+    with replacing(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, facecolor="white")
+    return target

@@ -1,13 +1,14 @@
 """RADOLAN codec: decode and encode DWD composites, read archives, grids and sites.
 
 Public API: :func:`decode`, :func:`encode`, :func:`read`, :func:`read_one`, :func:`write`,
-:class:`Field`, :class:`RadolanError`, :class:`Grid`, :func:`grid_for`.
+:func:`build_header`, :class:`Field`, :class:`RadolanError`, :class:`Grid`, :func:`grid_for`.
 """
 
 from radinfill.radolan.codec import Field, decode, encode
 from radinfill.radolan.errors import RadolanError
 from radinfill.radolan.grids import Grid, grid_for
 from radinfill.radolan.header import Header
+from radinfill.radolan.header import build as build_header
 from radinfill.radolan.io import read, read_one, sniff, write
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Grid",
     "Header",
     "RadolanError",
+    "build_header",
     "decode",
     "encode",
     "grid_for",

@@ -1,20 +1,22 @@
-"""Parse the ASCII header of a RADOLAN binary product.
+"""Parse and build the ASCII header of a RADOLAN binary product.
 
 The header is ``PPddHHMMWWWWWmmyy`` followed by tokens (``BY``, ``VS``, ``SW``, ``PR``,
 ``INT``, ``GP``, ``MS`` ...) and ends with one ETX byte (0x03). Token widths differ between
 DWD software generations, so tokens are matched one by one with a pattern per token rather
 than at fixed offsets; ``MS``/``ST``/``RM`` carry a three-digit length of their text.
 The raw bytes are kept verbatim so that re-encoding reproduces the product byte for byte.
+:func:`build` writes a new header in the layout and widths of DWD's own products.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from radinfill.radolan.errors import RadolanError
+from radinfill.radolan.products import info
 
 ETX = 0x03
 #: Longest header accepted before the ETX byte: the longest seen is < 300 bytes; three
@@ -258,3 +260,117 @@ def _convert(name: str, value: bytes, source: str, pos: int) -> object:
         raise RadolanError(
             f"garbled header: bad value for {name}", source=source, offset=pos
         ) from None
+
+
+#: Token order of DWD's headers; :func:`build` writes the tokens present in this order.
+BUILD_ORDER = ("BY", "VS", "SW", "PR", "INT", "U", "GP", "VV", "MF", "QN", "VR", "MS")
+_OPTIONAL = frozenset({"U", "VV", "MF", "QN", "VR"})
+_WMO_COMPOSITE = "10000"
+_BY_WIDTHS = (7, 10)
+
+
+def build(
+    product: str,
+    time: datetime,
+    shape: tuple[int, int],
+    *,
+    precision_exponent: int,
+    interval_minutes: int,
+    sites: Sequence[str],
+    version: int = 3,
+    software: str = "radinfill",
+    extra: Mapping[str, str] | None = None,
+) -> Header:
+    """Build the header of a new composite product in DWD's layout and token widths.
+
+    The header is ``PPddHHMM10000mmyy``, then ``BY VS SW PR INT [U] GP [VV] [MF] [QN] [VR] MS``
+    and ETX, written as DWD's RADOLAN software writes them: ``BY`` right-aligned in 7 digits
+    (10 when the length needs more), ``VS`` in 2, ``SW`` right-aligned in 9, ``PR`` as
+    ``" E-02"``, ``INT`` in 4, ``GP`` as ``%4dx%4d``, ``MS`` as a three-digit length and
+    ``<asb,boo,...>``. Classic products (``VS`` < 5 without ``VR``) pad the ``MS`` text with
+    one blank to an even length, as every such DWD file does (RW/RY/RX 2014-2020 end in
+    ``,mem> `` + ETX); RADKLIM (``VR``) and ``VS`` 5 products do not.
+
+    Parameters
+    ----------
+    product
+        Product id, e.g. ``"RY"``; its payload width (2 bytes, 1 for RVP6 ``RX``) sets ``BY``.
+    time
+        Nominal time (end of the interval), whole minutes; converted to UTC (naive times are
+        taken as UTC), year 2000-2099.
+    shape
+        Grid (rows, cols).
+    precision_exponent
+        ``PR``: value = count x 10**exponent (-2 for RY, -1 for RW, 0 for RX); -9..9.
+    interval_minutes
+        ``INT`` in minutes (5 for RY/RX, 60 for RW).
+    sites
+        Radar site ids for ``MS``, lower-case, in the order to write (DWD's order is not
+        alphabetical: ``asb,boo,ros,hnr,umd,...``).
+    version
+        Format version ``VS`` (3: 150 km classic; 5: WGS84 grid).
+    software
+        ``SW``, at most 9 characters (DWD writes e.g. ``"2.21.0"``); ``"radinfill"`` marks
+        synthetic or infilled products.
+    extra
+        Optional tokens and their value text, written verbatim in DWD's widths, e.g.
+        ``{"MF": " 00000001"}`` (RW 2017+), ``{"U": "0", "MF": " 00000000", "VR": "2017.002"}``
+        (RADKLIM), ``{"VV": " 000"}`` (nowcasts). Allowed: ``U``, ``VV``, ``MF``, ``QN``, ``VR``.
+
+    Returns
+    -------
+    Header
+        The parsed header; ``raw`` holds the bytes including ETX, and ``size`` (``BY``) equals
+        ``len(raw)`` plus the payload length rows x cols x bytes per pixel.
+
+    Raises
+    ------
+    RadolanError
+        If a value does not fit its field (e.g. an 11-character software name, a year
+        outside 2000-2099, an unknown or run-length product) or an extra token is not allowed.
+    """
+    utc = time.replace(tzinfo=UTC) if time.tzinfo is None else time.astimezone(UTC)
+    rows, cols = shape
+    extra = dict(extra or {})
+    encoding = info(product).encoding
+    if encoding == "rle":
+        raise RadolanError(f"cannot build a header for run-length picture product {product}")
+    if not 2000 <= utc.year <= 2099:
+        raise RadolanError(f"RADOLAN headers hold years 2000-2099, got {utc.year}")
+    if unknown := sorted(extra.keys() - _OPTIONAL):
+        raise RadolanError(f"header tokens {unknown} cannot be added; allowed: {sorted(_OPTIONAL)}")
+    site_text = f"<{','.join(sites)}>"
+    if version < 5 and "VR" not in extra and len(site_text) % 2:
+        site_text += " "
+    values = {
+        "VS": f"{version:2d}",
+        "SW": f"{software:>9}",
+        "PR": f" E{precision_exponent:+03d}",
+        "INT": f"{interval_minutes:4d}",
+        "GP": f"{rows:4d}x{cols:4d}",
+        "MS": f"{len(site_text):3d}{site_text}",
+        **extra,
+    }
+    prefix = f"{product}{utc:%d%H%M}{_WMO_COMPOSITE}{utc:%m%y}"
+    tokens = "".join(f"{name}{values[name]}" for name in BUILD_ORDER[1:] if name in values)
+    payload = rows * cols * (1 if encoding == "rvp6" else 2)
+    for width in _BY_WIDTHS:
+        header_bytes = len(prefix) + len("BY") + width + len(tokens) + 1
+        if len(str(header_bytes + payload)) <= width:
+            break
+    text = f"{prefix}BY{header_bytes + payload:{width}d}{tokens}"
+    try:
+        built = parse(text.encode("ascii", errors="replace") + bytes([ETX]))
+    except RadolanError as err:
+        raise RadolanError(f"values do not fit DWD's header layout ({err}): {text!r}") from None
+    wanted = {
+        "BY": len(built.raw) + payload,
+        "VS": version,
+        "SW": software.strip(),
+        "PR": precision_exponent,
+        "INT": interval_minutes,
+        "GP": (rows, cols),
+    }
+    if misfit := sorted(name for name, value in wanted.items() if built[name] != value):
+        raise RadolanError(f"values of {misfit} do not fit DWD's header layout: {text!r}")
+    return built

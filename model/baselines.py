@@ -1,0 +1,381 @@
+"""Classical infills of radar-failure holes behind one method registry (pysteps style).
+
+Every method is obtained with :func:`get_method` and has the same call contract as the learned
+infill engine, so reports and the service can swap them freely:
+
+``method(frames, hole, future=None) -> numpy.ndarray``
+
+* ``frames``: ``(T, rows, cols)``, T >= 1, oldest first; the last one is the CURRENT field. Any
+  frame may hold NaN: no-data outside coverage, and the same hole in earlier frames while an outage
+  persists (so a pixel's last valid value may be several frames back). Values inside ``hole`` in
+  the current frame are never read, so passing the truth there cannot leak into the infill.
+* ``hole``: bool ``(rows, cols)``, the pixels to fill.
+* ``future``: ``(T', rows, cols)`` frames after the current one (oldest first) or None. Only the
+  offline methods read it; causal methods ignore it, so they can run in real time.
+* returns float32 ``(rows, cols)``: the current frame, with pixels outside ``hole`` bit-identical
+  (NaN included) and every hole pixel finite and >= 0. Where a method has nothing to go on it
+  gives 0 (no rain), the climatological mode of 5-minute precipitation.
+
+Methods are unit-agnostic: the output is in the unit of the frames (mm per interval for RADOLAN).
+Motion comes from :mod:`radinfill.model.motion` (pixels per step, row 0 = south); the number of
+steps between a hole pixel's last valid frame and the current one is its *lead*.
+
+========================  =======  ==============================================================
+name                      causal   what fills the hole
+========================  =======  ==============================================================
+``zero``                  yes      0 (the floor every method must beat)
+``persistence``           yes      each pixel's most recent valid value from earlier frames
+``laplace``               yes      harmonic interpolation of the current frame (one sparse solve)
+``advection``             yes      the pixel's last valid frame moved forward by its lead along
+                                   optical-flow motion; persistence where the trajectory leaves
+                                   the data
+``advection_smooth``      yes      ``advection`` blurred with sigma = 1 px x lead (steps): the
+                                   expected position error grows with the lead, and the blur is
+                                   the strongest classical fill on RMSE
+``bidirectional``         no       ``advection`` from the past blended with the first valid future
+                                   frame moved backwards, weights linear in time; exactly
+                                   ``advection`` without a valid future frame
+========================  =======  ==============================================================
+
+Options are keyword arguments of :func:`get_method` (e.g. ``get_method("advection_smooth",
+sigma_per_step=2.0)``); unknown options raise TypeError there, not at the first call.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Protocol
+
+import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
+from scipy import ndimage
+
+from radinfill.model import motion
+
+
+class InfillMethod(Protocol):
+    """The call contract shared by all methods (see the module docstring)."""
+
+    def __call__(
+        self, frames: np.ndarray, hole: np.ndarray, future: np.ndarray | None = None
+    ) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One registered method: its hole filler and whether it only looks at the past."""
+
+    fill: Callable[..., np.ndarray]
+    causal: bool
+
+
+def _validate(
+    frames: np.ndarray, hole: np.ndarray, future: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Check the call contract's inputs; return frames and future as float32 arrays.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument and what is wrong with it (dimensions, shapes, dtype).
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 3 or frames.shape[0] < 1:
+        raise ValueError(f"frames must be (T >= 1, rows, cols), got shape {frames.shape}")
+    if not (np.issubdtype(frames.dtype, np.floating) or np.issubdtype(frames.dtype, np.integer)):
+        raise ValueError(f"frames must hold real numbers, got dtype {frames.dtype}")
+    if not isinstance(hole, np.ndarray) or hole.dtype != np.bool_:
+        raise ValueError(f"hole must be a numpy bool array, got {getattr(hole, 'dtype', hole)!r}")
+    if hole.shape != frames.shape[1:]:
+        raise ValueError(f"hole shape {hole.shape} does not match frames {frames.shape[1:]}")
+    if future is not None:
+        future = np.asarray(future)
+        if future.ndim != 3 or future.shape[1:] != frames.shape[1:]:
+            raise ValueError(
+                f"future must be (T', {frames.shape[1]}, {frames.shape[2]}), got {future.shape}"
+            )
+        future = future.astype(np.float32, copy=False)
+    return frames.astype(np.float32, copy=False), hole, future
+
+
+def _contract(name: str, entry: _Entry, **options: object) -> InfillMethod:
+    """Wrap a hole filler so that every method validates and finishes its output the same way.
+
+    The filler sees the frames with the current frame's hole set to NaN and returns a full-size
+    field whose hole pixels are used; NaN there becomes 0 and negatives are clipped.
+    """
+
+    def method(
+        frames: np.ndarray, hole: np.ndarray, future: np.ndarray | None = None
+    ) -> np.ndarray:
+        frames, hole, future = _validate(frames, hole, future)
+        output = frames[-1].copy()
+        if not hole.any():
+            return output
+        frames = frames.copy()
+        frames[-1][hole] = np.nan
+        if entry.causal:
+            filled = entry.fill(frames, hole, **options)
+        else:
+            filled = entry.fill(frames, hole, future, **options)
+        output[hole] = np.clip(np.nan_to_num(filled[hole], nan=0.0), 0.0, None)
+        return output
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = entry.fill.__doc__
+    return method
+
+
+# --- hole fillers (pure; frames float32 with the current hole already NaN) ---------------------
+
+
+def _zero(frames: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """0 everywhere."""
+    return np.zeros(hole.shape, dtype=np.float32)
+
+
+def _persistence(frames: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Each pixel's most recent finite value from earlier frames (NaN where there is none)."""
+    return _latest_valid(frames[:-1], hole)[0]
+
+
+def _laplace(frames: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Harmonic inpainting of the current frame: one sparse solve of the 5-point Laplace equation.
+
+    Each hole pixel equals the mean of its 4 neighbours. Valid neighbours are Dirichlet values.
+    No-data neighbours outside the hole (outside coverage) and the grid edge are Neumann
+    (zero-flux) boundaries: unknown there is not the same as dry, so they do not pull the fill
+    to 0. Hole components that touch no valid pixel have nothing to interpolate and stay NaN
+    (-> 0). The matrix is symmetric positive definite; the sparse direct solve (SuperLU) of a
+    150 km disc (~70,000 unknowns) takes about 0.5 s on 2 cores and grows faster than linearly.
+    """
+    current = frames[-1]
+    solvable = _dirichlet_components(hole, np.isfinite(current))
+    filled = np.full(hole.shape, np.nan, dtype=np.float32)
+    n = int(solvable.sum())
+    if n == 0:
+        return filled
+    index = np.full(hole.shape, -1, dtype=np.int64)
+    index[solvable] = np.arange(n)
+    rows, cols = np.nonzero(solvable)
+    diagonal = np.zeros(n)
+    rhs = np.zeros(n)
+    off_i: list[np.ndarray] = []
+    off_j: list[np.ndarray] = []
+    for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        nr, nc = rows + dr, cols + dc
+        inside = (nr >= 0) & (nr < hole.shape[0]) & (nc >= 0) & (nc < hole.shape[1])
+        k = np.nonzero(inside)[0]
+        neighbour = index[nr[k], nc[k]]
+        value = current[nr[k], nc[k]]
+        unknown = neighbour >= 0
+        known = ~unknown & np.isfinite(value)
+        diagonal[k[unknown | known]] += 1.0
+        rhs[k[known]] += value[known]
+        off_i.append(k[unknown])
+        off_j.append(neighbour[unknown])
+    i = np.concatenate([np.arange(n), *off_i])
+    j = np.concatenate([np.arange(n), *off_j])
+    data = np.concatenate([diagonal, -np.ones(len(i) - n)])
+    matrix = scipy.sparse.csc_matrix((data, (i, j)), shape=(n, n))
+    filled[solvable] = scipy.sparse.linalg.spsolve(matrix, rhs)
+    return filled
+
+
+def _advection(frames: np.ndarray, hole: np.ndarray, *, flow_sigma: float = 25.0) -> np.ndarray:
+    """Each hole pixel's last valid frame moved forward by its lead; persistence where that fails.
+
+    ``flow_sigma`` is the smoothing scale of the motion field in pixels.
+    """
+    return _advected_or_persistent(frames, hole, flow_sigma, 0.0)
+
+
+def _advection_smooth(
+    frames: np.ndarray, hole: np.ndarray, *, sigma_per_step: float = 1.0, flow_sigma: float = 25.0
+) -> np.ndarray:
+    """``advection`` with each lead group blurred by a Gaussian of ``sigma_per_step * lead`` px.
+
+    The position error of advection grows with the lead; the blur is the expected field under
+    that uncertainty. 1 px per step lowered RMSE by 8-15 % on real cases and kept CSI; 3 px per
+    step hurt CSI. The blur is NaN-aware, applied to the advected source, used only in the hole.
+    """
+    return _advected_or_persistent(frames, hole, flow_sigma, sigma_per_step)
+
+
+def _bidirectional(
+    frames: np.ndarray, hole: np.ndarray, future: np.ndarray | None, *, flow_sigma: float = 25.0
+) -> np.ndarray:
+    """Forward advection from the past blended with backward advection from the future.
+
+    A hole pixel last valid ``a`` steps ago and first valid again ``b`` steps ahead gets
+    ``(b * past + a * future) / (a + b)``, each term advected over its own lead; where one side
+    has no value the other is used alone. Backward motion comes from the future frames in reverse
+    order when there are at least two, else it is the past motion reversed.
+    """
+    past_flow = motion.estimate(frames, sigma=flow_sigma)
+    forward = _advect_by_lead(frames[:-1], hole, past_flow, 0.0)
+    causal = np.where(np.isfinite(forward), forward, _persistence(frames, hole))
+    if future is None or len(future) == 0:
+        return causal
+    reversed_future = future[::-1]
+    back_flow = (
+        motion.estimate(reversed_future, sigma=flow_sigma) if len(future) >= 2 else -past_flow
+    )
+    # Reversed, the future is a history whose last frame (future[0]) is 1 step from the present.
+    backward = _advect_by_lead(reversed_future, hole, back_flow, 0.0)
+    past_lead = _latest_valid(frames[:-1], hole)[1]
+    future_lead = _latest_valid(reversed_future, hole)[1]
+    with np.errstate(invalid="ignore"):
+        blend = (future_lead * forward + past_lead * backward) / (past_lead + future_lead)
+    return np.where(
+        np.isfinite(backward),
+        np.where(np.isfinite(forward), blend, backward),
+        causal,
+    )
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _advected_or_persistent(
+    frames: np.ndarray, hole: np.ndarray, flow_sigma: float, sigma_per_step: float
+) -> np.ndarray:
+    """Advection from each pixel's last valid frame, persistence where the trajectory fails."""
+    flow = motion.estimate(frames, sigma=flow_sigma)
+    advected = _advect_by_lead(frames[:-1], hole, flow, sigma_per_step)
+    return np.where(np.isfinite(advected), advected, _persistence(frames, hole))
+
+
+def _latest_valid(history: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Most recent finite value of each ``where`` pixel in ``history`` and how far back it is.
+
+    Parameters
+    ----------
+    history : numpy.ndarray
+        ``(K, rows, cols)`` frames, oldest first; the last one is 1 step before the present.
+    where : numpy.ndarray
+        bool ``(rows, cols)``, the pixels to look up.
+
+    Returns
+    -------
+    values, lead : numpy.ndarray
+        float32 values (NaN where no frame is valid) and the lead in steps (the last frame is
+        lead 1; NaN where no frame is valid), both ``(rows, cols)``.
+    """
+    values = np.full(where.shape, np.nan, dtype=np.float32)
+    lead = np.full(where.shape, np.nan, dtype=np.float32)
+    todo = where.copy()
+    for steps, frame in enumerate(history[::-1], start=1):
+        found = todo & np.isfinite(frame)
+        values[found] = frame[found]
+        lead[found] = steps
+        todo &= ~found
+        if not todo.any():
+            break
+    return values, lead
+
+
+def _advect_by_lead(
+    history: np.ndarray,
+    hole: np.ndarray,
+    flow: np.ndarray,
+    sigma_per_step: float,
+) -> np.ndarray:
+    """Fill each hole pixel from its most recent valid frame in ``history``, moved by its lead.
+
+    Pixels are grouped by lead (steps since their last valid frame; the last frame of ``history``
+    is 1 step away); each group's source frame is advected once, optionally blurred
+    with sigma ``sigma_per_step * lead``, and fills that group. NaN where no frame is valid or the
+    trajectory leaves the data.
+    """
+    lead = _latest_valid(history, hole)[1]
+    filled = np.full(hole.shape, np.nan, dtype=np.float32)
+    for steps in np.unique(lead[np.isfinite(lead)]).astype(int):
+        group = lead == steps
+        moved = motion.advect(history[-steps], flow, steps)
+        moved = motion.nan_blur(moved, sigma_per_step * steps)
+        filled[group] = moved[group]
+    return filled
+
+
+def _dirichlet_components(hole: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Hole pixels whose 4-connected hole component touches at least one valid pixel."""
+    labels, count = ndimage.label(hole)
+    if count == 0:
+        return np.zeros_like(hole)
+    boundary = ndimage.binary_dilation(valid & ~hole) & hole
+    touching = np.zeros(count + 1, dtype=bool)
+    touching[np.unique(labels[boundary])] = True
+    touching[0] = False
+    return touching[labels]
+
+
+_REGISTRY: MappingProxyType[str, _Entry] = MappingProxyType(
+    {
+        "zero": _Entry(_zero, causal=True),
+        "persistence": _Entry(_persistence, causal=True),
+        "laplace": _Entry(_laplace, causal=True),
+        "advection": _Entry(_advection, causal=True),
+        "advection_smooth": _Entry(_advection_smooth, causal=True),
+        "bidirectional": _Entry(_bidirectional, causal=False),
+    }
+)
+
+
+def list_methods() -> list[str]:
+    """Names of all registered methods, sorted."""
+    return sorted(_REGISTRY)
+
+
+def is_causal(name: str) -> bool:
+    """Whether the method uses only the past and present (can run in real time)."""
+    return _lookup(name).causal
+
+
+def get_method(name: str, **options: object) -> InfillMethod:
+    """Return the infill method ``name`` (case-insensitive) with the given options bound.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_methods`.
+    **options
+        Keyword options of that method, e.g. ``flow_sigma`` (pixels, motion smoothing) for the
+        advection methods and ``sigma_per_step`` (pixels per step of lead) for
+        ``advection_smooth``.
+
+    Returns
+    -------
+    InfillMethod
+        ``method(frames, hole, future=None) -> (rows, cols) float32`` (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the known ones.
+    TypeError
+        For an option the method does not take.
+    """
+    entry = _lookup(name)
+    parameters = inspect.signature(entry.fill).parameters
+    unknown = sorted(
+        key
+        for key in options
+        if key not in parameters or parameters[key].kind is not inspect.Parameter.KEYWORD_ONLY
+    )
+    if unknown:
+        raise TypeError(f"method {name!r} takes no option(s) {', '.join(unknown)}")
+    return _contract(name.lower(), entry, **options)
+
+
+def _lookup(name: str) -> _Entry:
+    """The registry entry for ``name`` (case-insensitive)."""
+    try:
+        return _REGISTRY[name.lower()]
+    except KeyError:
+        known = ", ".join(list_methods())
+        raise ValueError(f"unknown infill method {name!r}; known methods: {known}") from None
