@@ -73,10 +73,12 @@ class _Entry:
     causal: bool
 
 
-def _validate(
-    frames: np.ndarray, hole: np.ndarray, future: np.ndarray | None
+def check_inputs(
+    frames: np.ndarray, hole: np.ndarray, future: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Check the call contract's inputs; return frames and future as float32 arrays.
+
+    Shared by every method here and by the learned engine, so all validate alike.
 
     Raises
     ------
@@ -112,22 +114,47 @@ def _contract(name: str, entry: _Entry, **options: object) -> InfillMethod:
     def method(
         frames: np.ndarray, hole: np.ndarray, future: np.ndarray | None = None
     ) -> np.ndarray:
-        frames, hole, future = _validate(frames, hole, future)
-        output = frames[-1].copy()
+        frames, hole, future = check_inputs(frames, hole, future)
         if not hole.any():
-            return output
-        frames = frames.copy()
-        frames[-1][hole] = np.nan
+            return frames[-1].copy()
+        frames = _cut(frames, hole)
         if entry.causal:
-            filled = entry.fill(frames, hole, **options)
-        else:
-            filled = entry.fill(frames, hole, future, **options)
-        output[hole] = np.clip(np.nan_to_num(filled[hole], nan=0.0), 0.0, None)
-        return output
+            return _finish(frames[-1], hole, entry.fill(frames, hole, **options))
+        return _finish(frames[-1], hole, entry.fill(frames, hole, future, **options))
 
     method.__name__ = method.__qualname__ = name
     method.__doc__ = entry.fill.__doc__
     return method
+
+
+def _cut(frames: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """A copy of ``frames`` with the current frame's hole set to NaN (never read, never leaked)."""
+    frames = frames.copy()
+    frames[-1][hole] = np.nan
+    return frames
+
+
+def _finish(current: np.ndarray, hole: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """``current`` with its hole taken from ``filled``: NaN there becomes 0, negatives 0."""
+    output = current.copy()
+    output[hole] = np.clip(np.nan_to_num(filled[hole], nan=0.0), 0.0, None)
+    return output
+
+
+def advection_with_flow(
+    frames: np.ndarray, hole: np.ndarray, flow: np.ndarray, *, sigma_per_step: float = 1.0
+) -> np.ndarray:
+    """``advection_smooth`` (``advection`` for ``sigma_per_step=0``) along a given motion field.
+
+    For callers that need the motion as well (the model's input features): the flow, from
+    :func:`radinfill.model.motion.estimate` on the frames with the current hole cut, is then
+    estimated once. Same call contract and output as the registered methods.
+    """
+    frames, hole, _ = check_inputs(frames, hole)
+    if not hole.any():
+        return frames[-1].copy()
+    frames = _cut(frames, hole)
+    return _finish(frames[-1], hole, _advect_or_persist(frames, hole, flow, sigma_per_step))
 
 
 # --- hole fillers (pure; frames float32 with the current hole already NaN) ---------------------
@@ -245,7 +272,14 @@ def _advected_or_persistent(
     frames: np.ndarray, hole: np.ndarray, flow_sigma: float, sigma_per_step: float
 ) -> np.ndarray:
     """Advection from each pixel's last valid frame, persistence where the trajectory fails."""
-    flow = motion.estimate(frames, sigma=flow_sigma)
+    return _advect_or_persist(
+        frames, hole, motion.estimate(frames, sigma=flow_sigma), sigma_per_step
+    )
+
+
+def _advect_or_persist(
+    frames: np.ndarray, hole: np.ndarray, flow: np.ndarray, sigma_per_step: float
+) -> np.ndarray:
     advected = _advect_by_lead(frames[:-1], hole, flow, sigma_per_step)
     return np.where(np.isfinite(advected), advected, _persistence(frames, hole))
 

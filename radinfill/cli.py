@@ -55,9 +55,47 @@ def _evaluate(args: argparse.Namespace) -> int:
     from radinfill.train import evaluate
 
     names = args.method or baselines.list_methods()
-    methods = {name: baselines.get_method(name) for name in names}
+    methods = {name: _method(name) for name in names}
     print(evaluate.run(args.data, methods, Path(args.out)))
     print(f"\nscores.csv, scores.json, scores.png and example panels in {args.out}")
+    return 0
+
+
+def _method(spec: str) -> Callable:
+    """A baseline by name, or a model as ``checkpoint:PATH`` (torch is loaded only then)."""
+    if spec.startswith("checkpoint:"):
+        from radinfill.model.engine import method_from_spec
+
+        return method_from_spec(spec)
+    from radinfill.model import baselines
+
+    return baselines.get_method(spec)
+
+
+def _infill(args: argparse.Namespace) -> int:
+    from radinfill.model import baselines, files
+    from radinfill.model.features import DEFAULT_WINDOW
+
+    if args.checkpoint:
+        from radinfill.model.engine import InfillEngine
+
+        engine = InfillEngine.from_checkpoint(args.checkpoint)
+        method, provenance = engine.infill, engine.provenance
+        window, interval = engine.window, engine.interval_minutes
+    else:
+        method = baselines.get_method(args.method)
+        provenance = {"infill_method": args.method.lower()}
+        window, interval = DEFAULT_WINDOW, None
+    window = window if args.window is None else args.window
+    if window < 1:
+        raise ValueError(f"--window must be >= 1, got {window}")
+    names = [Path(path).name for path in args.inputs]
+    if clash := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"inputs share file names, outputs would collide: {', '.join(clash)}")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for path, field, frames in files.windows(args.inputs, window, interval):
+        print(files.write_infilled(path, field, frames, method, out, provenance))
     return 0
 
 
@@ -158,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         action="append",
         metavar="NAME",
-        help="infill method (repeatable; default: every baseline)",
+        help="baseline name or checkpoint:PATH of a model (repeatable; default: every baseline)",
     )
     evaluate.add_argument(
         "--data",
@@ -170,6 +208,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--out", default="out/evaluate", help="output directory")
     evaluate.set_defaults(run=_evaluate)
+
+    infill = commands.add_parser(
+        "infill",
+        help="fill radar-failure holes of RADOLAN files with a model or a baseline",
+        description="Read RADOLAN precipitation files, order them by nominal time per product, "
+        "and fill the radar-failure holes of each with the earlier files as context. Writes per "
+        "input the same-format RADOLAN file of the same name to DIR (infilled pixels lose the "
+        "no-data flag; files without holes are copied byte for byte) and a CF-netCDF with the "
+        "infill_mask and provenance.",
+    )
+    infill.add_argument("inputs", nargs="+", metavar="IN", help="RADOLAN files (one product each)")
+    source = infill.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="PATH", help="model checkpoint directory")
+    source.add_argument("--method", metavar="NAME", help="classical method, e.g. advection")
+    infill.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    infill.add_argument(
+        "--window",
+        type=int,
+        metavar="N",
+        help="frames of context incl. the current one (default: the checkpoint's, else 6)",
+    )
+    infill.set_defaults(run=_infill)
 
     synth = commands.add_parser(
         "synth",

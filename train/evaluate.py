@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from radinfill import atomic, holes, scores, synth
+from radinfill.model.features import DEFAULT_WINDOW
 from radinfill.radolan import Grid, grid_for, read
 from radinfill.radolan.grids import parse_size
 from radinfill.radolan.sites import OPERATIONAL, RADIUS_KM
@@ -33,7 +34,7 @@ from radinfill.radolan.sites import OPERATIONAL, RADIUS_KM
 #: A method under the baseline call contract: ``method(frames, hole, future=None) -> field``.
 Method = Callable[..., np.ndarray]
 #: Frames of context a method gets, and frames after the current one offline methods may use.
-WINDOW = 6
+WINDOW = DEFAULT_WINDOW
 FUTURE_STEPS = 3
 
 

@@ -1,0 +1,487 @@
+"""Inference engine: a trained network behind the baseline call contract, with fallbacks.
+
+:class:`InfillEngine` wraps a network (usually loaded with :meth:`InfillEngine.from_checkpoint`)
+so that ``engine.infill(frames, hole, future=None)`` behaves exactly like a method of
+:mod:`radinfill.model.baselines` (read the contract there): frames ``(T, rows, cols)`` in the
+product unit (mm per interval), oldest first, the current one last; pixels outside ``hole``
+come back bit-identical (NaN included), hole pixels finite and >= 0. The network is causal, so
+``future`` is accepted for the contract and ignored.
+
+Per call the engine builds the inputs with :func:`radinfill.model.features.prepare` (the
+checkpoint's ``window`` and ``interval_minutes``; frames become mm/h), runs one forward pass and
+converts the predicted rate back to mm per interval.
+
+Devices and failures
+--------------------
+``device="auto"`` picks CUDA when available, else the CPU. ``precision`` ``"bf16"``/``"fp16"``
+runs the forward pass under autocast on CUDA only; the CPU always computes in float32. On the
+CPU a forward pass is deterministic for a fixed thread count (``threads``): the convolutions
+involved have no non-deterministic CPU kernels, so the engine does not flip the process-wide
+``torch.use_deterministic_algorithms`` switch, which would also affect other models and
+training in the same process. A CUDA error or out-of-memory retries the batch on a CPU copy of
+the model; if the model fails there too (or fails on the CPU in the first place) the baseline
+named by ``fallback`` fills the hole. Each fallback is logged and counted in
+:attr:`InfillEngine.fallbacks`; the service keeps producing.
+
+Streaming
+---------
+The engine is stateless: every call recomputes the whole window, ConvLSTM included, instead of
+carrying the recurrent state from the previous call. The window is short (6 frames), the motion
+estimate of each call costs as much as the network anyway, and state would tie the engine to
+one product stream and to exactly consecutive calls: a late or corrected product, a restart, a
+backfill job or a second product served by the same engine would silently use a state computed
+from other inputs. Recomputing makes every output a function of its inputs alone.
+
+Tiling
+------
+Grids too large for the device memory are processed in tiles of ``tile = (rows, cols)`` pixels
+that overlap by ``overlap`` pixels; inside an overlap each tile's prediction is weighted by a
+linear ramp that falls to (almost) 0 at the tile's inner edge, so seams are smooth, and the
+weighted sum is normalised. Tile origins are multiples of the network's total down-sampling
+factor, so every tile sees the same pooling grid as the whole field. A tile edge acts like the
+no-data border of the field, which changes predictions within the network's receptive field of
+the edge; the ramp gives those pixels little weight. Tiled and untiled outputs therefore agree
+to within a small tolerance, not bit for bit (see ``tests/test_engine.py`` for the bound).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from radinfill.model import baselines, features
+from radinfill.model.checkpoint import load_checkpoint
+
+LOG = logging.getLogger(__name__)
+
+#: Autocast dtypes of the ``precision`` option (None: plain float32).
+PRECISIONS: Mapping[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+#: Prefix of a :func:`method_from_spec` spec that names a checkpoint instead of a baseline.
+CHECKPOINT_PREFIX = "checkpoint:"
+#: Fallback counter keys (see :attr:`InfillEngine.fallbacks`).
+CUDA_TO_CPU = "cuda_to_cpu"
+MODEL_TO_BASELINE = "model_to_baseline"
+
+Item = tuple[np.ndarray, np.ndarray]
+
+
+class InfillEngine:
+    """A network that fills radar-failure holes under the baseline call contract.
+
+    Parameters
+    ----------
+    model
+        A network from :func:`radinfill.model.build` (``forward(values, valid, aux)``).
+    window
+        Frames of context the model was trained with.
+    interval_minutes
+        Product interval: frames (mm per interval) are multiplied by ``60 / interval_minutes``
+        to get the model's mm/h and the prediction divided by it.
+    device
+        ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+    precision
+        ``"fp32"``, ``"bf16"`` or ``"fp16"``; the half precisions apply on CUDA only.
+    fallback
+        Baseline (:func:`radinfill.model.baselines.get_method` name) that fills the hole when
+        the model fails on every device; None re-raises the model's error instead.
+    tile
+        ``(rows, cols)`` of a tile, or None for whole fields (see the module notes).
+    overlap
+        Pixels by which neighbouring tiles overlap (the blending ramp's width).
+    threads
+        CPU threads for torch (process-wide ``torch.set_num_threads``), or None to leave
+        torch's setting. CPU results are reproducible for a fixed thread count.
+    metadata
+        The checkpoint metadata, kept for provenance (empty for an in-memory model).
+    source
+        The checkpoint directory, kept for provenance.
+
+    Attributes
+    ----------
+    fallbacks
+        Count of fallbacks by reason: ``"cuda_to_cpu"`` (a CUDA failure, the CPU took over)
+        and ``"model_to_baseline"`` (the model failed, the baseline filled the hole). Counted
+        once per forward pass, i.e. per batch.
+
+    Raises
+    ------
+    ValueError
+        For an unknown precision or fallback, a bad tile/overlap, a CUDA device on a machine
+        without CUDA, or a model that needs auxiliary channels (NWP) the engine cannot supply.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        window: int,
+        interval_minutes: int,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        fallback: str | None = "advection",
+        tile: tuple[int, int] | None = None,
+        overlap: int = 64,
+        threads: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        source: Path | None = None,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if window < 1 or interval_minutes <= 0:
+            raise ValueError(
+                f"need window >= 1 and interval_minutes > 0, got {window}, {interval_minutes}"
+            )
+        aux = model.hparams.get("aux_channels", features.AUX_CHANNELS)
+        if aux != features.AUX_CHANNELS:
+            raise ValueError(
+                f"model takes {aux} auxiliary channels; the engine supplies the "
+                f"{features.AUX_CHANNELS} radar-derived ones only (no NWP input yet)"
+            )
+        self.device = resolve_device(device)
+        self.window = int(window)
+        self.interval_minutes = int(interval_minutes)
+        self.precision = precision
+        self.tile = _checked_tile(tile, overlap)
+        self.overlap = int(overlap)
+        self.fallback = fallback
+        self._baseline = baselines.get_method(fallback) if fallback is not None else None
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.source = source
+        self.fallbacks: Counter[str] = Counter()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        model = model.eval()
+        # A CPU copy made now, while memory is plentiful, for the CUDA-failure path.
+        self._cpu_model = model if self.device.type == "cpu" else copy.deepcopy(model).cpu()
+        self.model = model.to(self.device)
+        self._align = _downsampling(model)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str],
+        device: str | torch.device = "auto",
+        *,
+        precision: str = "fp32",
+        fallback: str | None = "advection",
+        tile: tuple[int, int] | None = None,
+        overlap: int = 64,
+        threads: int | None = None,
+    ) -> InfillEngine:
+        """Load a checkpoint (verified, see :mod:`radinfill.model.checkpoint`) into an engine.
+
+        Raises
+        ------
+        CheckpointError
+            If the checkpoint cannot be used.
+        ValueError
+            For bad engine options (see :class:`InfillEngine`).
+        """
+        model, meta = load_checkpoint(path, map_location="cpu")
+        return cls(
+            model,
+            window=meta["window"],
+            interval_minutes=meta["interval_minutes"],
+            device=device,
+            precision=precision,
+            fallback=fallback,
+            tile=tile,
+            overlap=overlap,
+            threads=threads,
+            metadata=meta,
+            source=Path(path),
+        )
+
+    def __repr__(self) -> str:
+        variant = getattr(self.model, "variant", type(self.model).__name__)
+        return (
+            f"InfillEngine({variant}, window={self.window}, interval={self.interval_minutes} min, "
+            f"device={self.device}, precision={self.precision}, fallback={self.fallback})"
+        )
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        """netCDF global attributes naming the model release (``infill_*``, all strings)."""
+        attrs = {"infill_method": f"model {getattr(self.model, 'variant', 'unknown')}"}
+        if self.source is not None:
+            attrs["infill_checkpoint"] = str(self.source)
+        for key in ("sha256", "created", "product"):
+            if key in self.metadata:
+                attrs[f"infill_checkpoint_{key}"] = str(self.metadata[key])
+        return attrs
+
+    def infill(
+        self, frames: np.ndarray, hole: np.ndarray, future: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Fill ``hole`` in the current (last) frame; the baseline call contract.
+
+        Parameters
+        ----------
+        frames
+            ``(T, rows, cols)``, T >= 1, product unit (mm per interval), oldest first, NaN =
+            no-data anywhere; fewer than ``window`` frames at start-up are zero-padded.
+        hole
+            bool ``(rows, cols)``: the pixels to fill.
+        future
+            Ignored (the network is causal); accepted so the engine can stand in for any
+            method.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(rows, cols)``: the current frame with the hole filled (finite, >= 0)
+            and every other pixel bit-identical.
+        """
+        return self.infill_batch([(frames, hole)])[0]
+
+    def infill_batch(self, items: Sequence[Item], *, batch_size: int = 8) -> list[np.ndarray]:
+        """Fill several fields of one grid, ``batch_size`` of them per forward pass (backfill).
+
+        Parameters
+        ----------
+        items
+            ``(frames, hole)`` pairs, each as for :meth:`infill`, all on the same grid.
+        batch_size
+            Fields per forward pass (memory grows linearly with it).
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One output per item, as :meth:`infill` returns it.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        checked = [baselines.check_inputs(frames, hole, None)[:2] for frames, hole in items]
+        if len({hole.shape for _, hole in checked}) > 1:
+            raise ValueError("infill_batch needs fields of one grid; got several shapes")
+        outputs = [frames[-1].copy() for frames, _ in checked]
+        todo = [i for i, (_, hole) in enumerate(checked) if hole.any()]
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            for i, filled in zip(chunk, self._fill([checked[i] for i in chunk]), strict=True):
+                hole = checked[i][1]
+                outputs[i][hole] = np.clip(np.nan_to_num(filled[hole], nan=0.0), 0.0, None)
+        return outputs
+
+    def _fill(self, items: Sequence[Item]) -> list[np.ndarray]:
+        """Fields (mm per interval) whose hole pixels fill ``items``, from the model or baseline."""
+        inputs = [
+            features.prepare(
+                frames, hole, window=self.window, interval_minutes=self.interval_minutes
+            )
+            for frames, hole in items
+        ]
+        rates = self._predict(inputs)
+        if rates is not None:
+            return list(rates * np.float32(self.interval_minutes / 60.0))
+        # The model failed; _predict re-raised unless there is a baseline.
+        return [self._baseline(frames, hole) for frames, hole in items]  # type: ignore[misc]
+
+    def _predict(self, inputs: Sequence[features.Inputs]) -> np.ndarray | None:
+        """Model prediction (B, rows, cols) in mm/h, trying the device, then the CPU.
+
+        Returns None when the model failed and a baseline should fill in.
+        """
+        try:
+            return self._forward(self.model, self.device, inputs)
+        except (RuntimeError, MemoryError) as err:
+            if self.device.type != "cuda" or not _is_cuda_failure(err):
+                return self._give_up(err, self.device)
+            self._count(CUDA_TO_CPU, self.device, err, "the CPU")
+        torch.cuda.empty_cache()  # outside the handler, so the failed pass's tensors are freed
+        cpu = torch.device("cpu")
+        try:
+            return self._forward(self._cpu_model, cpu, inputs)
+        except (RuntimeError, MemoryError) as err:
+            return self._give_up(err, cpu)
+
+    def _give_up(self, err: BaseException, device: torch.device) -> None:
+        """Hand a failed batch to the baseline (counted, logged); re-raise without one."""
+        if self._baseline is None:
+            raise err
+        self._count(MODEL_TO_BASELINE, device, err, f"baseline {self.fallback!r}")
+
+    def _forward(
+        self, model: nn.Module, device: torch.device, inputs: Sequence[features.Inputs]
+    ) -> np.ndarray:
+        """One forward pass over a batch on ``device``; (B, rows, cols) float32 mm/h."""
+        values, valid, aux = (t.to(device) for t in features.to_tensors(inputs))
+        dtype = PRECISIONS[self.precision]
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=dtype)
+            if device.type == "cuda" and dtype is not None
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            if self.tile is None:
+                prediction = model(values, valid, aux)[0]
+            else:
+                prediction = self._tiled(model, self.tile, values, valid, aux)
+        return prediction.float()[:, 0].cpu().numpy()
+
+    def _tiled(
+        self,
+        model: nn.Module,
+        tile: tuple[int, int],
+        values: torch.Tensor,
+        valid: torch.Tensor,
+        aux: torch.Tensor,
+    ) -> torch.Tensor:
+        """Forward pass tile by tile, blended with linear ramps (see the module notes)."""
+        rows, cols = aux.shape[-2:]
+        total = torch.zeros((aux.shape[0], 1, rows, cols), device=aux.device)
+        weight = torch.zeros((rows, cols), device=aux.device)
+        for (r0, r1), (c0, c1), w in _tiles((rows, cols), tile, self.overlap, self._align):
+            window = (..., slice(r0, r1), slice(c0, c1))
+            part = model(values[window], valid[window], aux[window])[0].float()
+            w = torch.from_numpy(w).to(aux.device)
+            total[window] += part * w
+            weight[r0:r1, c0:c1] += w
+        return total / weight
+
+    def _count(self, reason: str, device: torch.device, err: BaseException, instead: str) -> None:
+        """Count a fallback and log it with the error's first line."""
+        self.fallbacks[reason] += 1
+        LOG.warning(
+            "model inference on %s failed (%s: %s); using %s (%s fallbacks so far: %d)",
+            device,
+            type(err).__name__,
+            str(err).splitlines()[0] if str(err) else "",
+            instead,
+            reason,
+            self.fallbacks[reason],
+        )
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; other names are checked against the machine.
+
+    Raises
+    ------
+    ValueError
+        For a device that is neither CPU nor CUDA, or CUDA on a machine without it.
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}: {err}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but no CUDA device is available")
+    return resolved
+
+
+def method_from_spec(spec: str, *, device: str = "auto") -> baselines.InfillMethod:
+    """An infill method under the baseline call contract from a name or a checkpoint.
+
+    Parameters
+    ----------
+    spec
+        A baseline name (:func:`radinfill.model.baselines.list_methods`) or
+        ``checkpoint:PATH`` for a model checkpoint directory.
+    device
+        Device of a checkpoint's engine (see :class:`InfillEngine`).
+
+    Returns
+    -------
+    InfillMethod
+        ``method(frames, hole, future=None) -> (rows, cols) float32``; for a checkpoint the
+        bound :meth:`InfillEngine.infill` (its engine is ``method.__self__``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown baseline name or an empty checkpoint path.
+    CheckpointError
+        If the checkpoint cannot be loaded.
+    """
+    if spec.startswith(CHECKPOINT_PREFIX):
+        path = spec.removeprefix(CHECKPOINT_PREFIX)
+        if not path:
+            raise ValueError(f"method spec {spec!r} names no checkpoint path")
+        return InfillEngine.from_checkpoint(path, device).infill
+    return baselines.get_method(spec)
+
+
+def tile_spans(size: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
+    """Start and stop of the tiles covering ``range(size)`` along one axis.
+
+    Tiles are ``tile`` long (the last one up to ``align - 1`` longer so that it ends at
+    ``size``), start at multiples of ``align``, and neighbours overlap by at least ``overlap``.
+    One tile spans everything when ``tile >= size``.
+    """
+    if tile >= size:
+        return [(0, size)]
+    step = max(align, (tile - overlap) // align * align)
+    spans = [(start, start + tile) for start in range(0, size - tile, step)]
+    last = (size - tile) // align * align
+    if last == spans[-1][0]:
+        spans[-1] = (last, size)
+    else:
+        spans.append((last, size))
+    return spans
+
+
+def ramp(start: int, stop: int, size: int, overlap: int) -> np.ndarray:
+    """Blending weights of one tile along one axis.
+
+    At an inner edge (not 0 or ``size``) the outer quarter of the overlap gets weight 0 (the
+    pixels most affected by the edge), the middle half a linear ramp from 0 to 1, and the rest
+    of the tile 1. Where two tiles overlap by exactly ``overlap`` the two ramps sum to 1.
+    """
+    inside = np.arange(start, stop, dtype=np.float32) + np.float32(0.5)
+    weight = np.ones(stop - start, dtype=np.float32)
+    if overlap > 0:
+        quarter, half = np.float32(overlap / 4), np.float32(overlap / 2)
+        if start > 0:
+            weight = np.minimum(weight, np.clip((inside - start - quarter) / half, 0, 1))
+        if stop < size:
+            weight = np.minimum(weight, np.clip((stop - inside - quarter) / half, 0, 1))
+    return weight
+
+
+def _tiles(
+    shape: tuple[int, int], tile: tuple[int, int], overlap: int, align: int
+) -> Iterator[tuple[tuple[int, int], tuple[int, int], np.ndarray]]:
+    """Row span, column span and 2-D blending weight of every tile."""
+    rows, cols = shape
+    for r0, r1 in tile_spans(rows, tile[0], overlap, align):
+        row_weight = ramp(r0, r1, rows, overlap)
+        for c0, c1 in tile_spans(cols, tile[1], overlap, align):
+            yield (r0, r1), (c0, c1), np.outer(row_weight, ramp(c0, c1, cols, overlap))
+
+
+def _checked_tile(tile: tuple[int, int] | None, overlap: int) -> tuple[int, int] | None:
+    if tile is None:
+        return None
+    rows, cols = (int(n) for n in tile)
+    if overlap < 0 or min(rows, cols) <= 2 * overlap:
+        raise ValueError(f"tile {tile} must be more than twice the overlap {overlap} (>= 0) px")
+    return rows, cols
+
+
+def _downsampling(model: nn.Module) -> int:
+    """Total down-sampling factor of the network (tile origins are multiples of it)."""
+    return int(getattr(model, "multiple", 1))
+
+
+def _is_cuda_failure(err: BaseException) -> bool:
+    """Whether an error came from the CUDA device (out of memory, driver or kernel errors)."""
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "CUDA" in str(err)

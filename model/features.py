@@ -1,0 +1,240 @@
+"""Input features of the learned infill networks, built from a window of radar frames (numpy).
+
+The networks in :mod:`radinfill.model.unet` take physical quantities; this module turns the
+baseline call contract (``frames`` in the product unit, oldest first, current last with NaN in the
+hole; ``hole`` bool, see :mod:`radinfill.model.baselines`) into those inputs:
+
+* ``values`` float32 ``(T, H, W)``: rain RATE in mm/h of the last ``window`` frames, oldest first,
+  NaN -> 0. Missing leading frames at start-up are all-zero with ``valid`` 0.
+* ``valid`` float32 ``(T, H, W)``: 1 where the frame had data, 0 where it was NaN (outside
+  coverage, holes, padding frames).
+* ``aux`` float32 ``(A, H, W)``: channels for the CURRENT step, in the order of
+  :data:`AUX_NAMES`:
+
+  =============  ===========================================================================
+  ``advected``   ``advection_smooth`` of the window into the hole in mm/h; the current frame
+                 outside the hole; 0 where there are no data at all
+  ``u``, ``v``   motion in pixels per step (:func:`radinfill.model.motion.estimate`; u east,
+                 v north since row 0 is south)
+  ``hole``       1 inside the hole, 0 elsewhere
+  ``lead``       steps since each hole pixel was last valid, divided by ``window`` (0 outside
+                 the hole; 1 where the pixel was not valid in any earlier frame of the window)
+  ...            optional NWP channels (on the grid, standardised), appended in the given order
+  =============  ===========================================================================
+
+The advected field is the residual base of the networks: an untrained network returns it unchanged
+inside the hole. It is computed by the ``advection_smooth`` baseline itself, and the motion
+channels by the same :func:`~radinfill.model.motion.estimate` with the same defaults, so the
+learned and the classical infill start from the same numbers.
+
+:func:`prepare` is pure numpy; :func:`to_tensors` is the one place that imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from radinfill.model import baselines, motion
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "AUX_ADVECTED",
+    "AUX_CHANNELS",
+    "AUX_HOLE",
+    "AUX_LEAD",
+    "AUX_NAMES",
+    "DEFAULT_WINDOW",
+    "Inputs",
+    "lead_steps",
+    "prepare",
+    "to_tensors",
+]
+
+#: Frames of context when a checkpoint does not say otherwise (30 min of 5-minute data).
+DEFAULT_WINDOW = 6
+#: Names of the base auxiliary channels, in channel order.
+AUX_NAMES: tuple[str, ...] = ("advected", "u", "v", "hole", "lead")
+#: Number of base auxiliary channels (NWP channels come after them).
+AUX_CHANNELS: int = len(AUX_NAMES)
+#: Channel index of the advected field (mm/h), the residual base of the networks.
+AUX_ADVECTED: int = AUX_NAMES.index("advected")
+#: Channel index of the hole mask.
+AUX_HOLE: int = AUX_NAMES.index("hole")
+#: Channel index of the normalised lead.
+AUX_LEAD: int = AUX_NAMES.index("lead")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The inputs of one infill step (see the module docstring for units and channels).
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        float32 ``(T, H, W)``, rain rate in mm/h, oldest first, 0 where not valid.
+    valid : numpy.ndarray
+        float32 ``(T, H, W)``, 1 where the frame had data.
+    aux : numpy.ndarray
+        float32 ``(A, H, W)``, auxiliary channels of the current step.
+    hole : numpy.ndarray
+        bool ``(H, W)``, the pixels to infill.
+    """
+
+    values: np.ndarray
+    valid: np.ndarray
+    aux: np.ndarray
+    hole: np.ndarray
+
+
+def prepare(
+    frames: np.ndarray,
+    hole: np.ndarray,
+    *,
+    window: int,
+    interval_minutes: float,
+    nwp: np.ndarray | None = None,
+) -> Inputs:
+    """Build the network inputs of the current step from a window of frames.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        ``(T', H, W)`` precipitation in mm per interval (the product unit), T' >= 1, oldest first;
+        the last is the current frame. NaN = no-data. Values inside ``hole`` in the current frame
+        are never read (the baseline contract), so the truth may be passed there in training.
+    hole : numpy.ndarray
+        bool ``(H, W)``, the pixels to infill.
+    window : int
+        Number of frames the network sees (>= 1). Only the last ``window`` frames are used, for
+        the advection as well, so that every input describes the same window; with fewer frames
+        the window is zero-padded at the front (``valid`` 0).
+    interval_minutes : float
+        Minutes per frame (5 for RY/YW): mm per interval times ``60 / interval_minutes`` is mm/h.
+    nwp : numpy.ndarray, optional
+        ``(K, H, W)`` finite NWP fields on the grid, already standardised, appended to ``aux``.
+
+    Returns
+    -------
+    Inputs
+        ``values``/``valid`` ``(window, H, W)``, ``aux`` ``(AUX_CHANNELS + K, H, W)``, ``hole``.
+
+    Raises
+    ------
+    ValueError
+        For a non-positive window or interval, or an NWP array of the wrong shape or with
+        non-finite values; the baseline's own checks cover ``frames`` and ``hole``.
+    """
+    if int(window) != window or window < 1:
+        raise ValueError(f"window must be a positive integer, got {window!r}")
+    if not interval_minutes > 0:
+        raise ValueError(f"interval_minutes must be positive, got {interval_minutes!r}")
+    recent = np.asarray(frames)[-window:]
+    baselines.check_inputs(recent, hole)
+    recent = recent.astype(np.float32, copy=True)
+    recent[-1][hole] = np.nan  # the contract: the current hole is never read
+    flow = motion.estimate(recent)
+    advected = baselines.advection_with_flow(recent, hole, flow)
+
+    rows, cols = hole.shape
+    valid = np.zeros((window, rows, cols), dtype=np.float32)
+    valid[window - len(recent) :] = np.isfinite(recent)
+    values = np.zeros((window, rows, cols), dtype=np.float32)
+    values[window - len(recent) :] = np.nan_to_num(recent, nan=0.0)
+    to_mm_per_hour = np.float32(60.0 / interval_minutes)
+
+    base = np.stack(
+        [
+            np.nan_to_num(advected, nan=0.0) * to_mm_per_hour,
+            flow[0],
+            flow[1],
+            hole.astype(np.float32),
+            lead_steps(valid.astype(bool), hole).astype(np.float32) / np.float32(window),
+        ]
+    )
+    return Inputs(
+        values=values * to_mm_per_hour,
+        valid=valid,
+        aux=np.concatenate([base, _checked_nwp(nwp, hole.shape)]),
+        hole=hole,
+    )
+
+
+def lead_steps(frames_valid: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Steps since each hole pixel was last valid.
+
+    Parameters
+    ----------
+    frames_valid : numpy.ndarray
+        bool ``(T, H, W)``, where each frame had data, oldest first; the last is the current
+        frame (its hole is not valid).
+    hole : numpy.ndarray
+        bool ``(H, W)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ``(H, W)``: 1 for a hole pixel valid in the previous frame, k if last valid k frames
+        before the current one, ``T`` if valid in no earlier frame (at least ``T`` steps ago), and
+        0 outside the hole. Same convention as the lead of the advection baselines.
+    """
+    frames_valid = np.asarray(frames_valid, dtype=bool)
+    if frames_valid.ndim != 3 or frames_valid.shape[1:] != hole.shape:
+        raise ValueError(
+            f"frames_valid must be (T, {hole.shape[0]}, {hole.shape[1]}), got {frames_valid.shape}"
+        )
+    newest_first = frames_valid[-2::-1]  # earlier frames, the previous one first
+    seen = newest_first.any(axis=0)
+    steps = np.where(seen, np.argmax(newest_first, axis=0) + 1, len(frames_valid))
+    return np.where(hole, steps, 0).astype(np.int64)
+
+
+def to_tensors(
+    inputs: Sequence[Inputs],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack the inputs of several steps into the batched float32 tensors of the networks.
+
+    Parameters
+    ----------
+    inputs : sequence of Inputs
+        B >= 1 inputs with identical shapes.
+
+    Returns
+    -------
+    values, valid, aux : torch.Tensor
+        ``(B, T, 1, H, W)``, ``(B, T, 1, H, W)`` and ``(B, A, H, W)`` on the CPU.
+
+    Raises
+    ------
+    ValueError
+        For an empty sequence or inputs of different shapes.
+    """
+    import torch
+
+    if not inputs:
+        raise ValueError("to_tensors needs at least one Inputs")
+    shapes = {(item.values.shape, item.aux.shape) for item in inputs}
+    if len(shapes) != 1:
+        raise ValueError(f"inputs differ in shape (values, aux): {sorted(shapes)}")
+
+    def stack(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.stack([getattr(item, name) for item in inputs]))
+
+    return stack("values").unsqueeze(2), stack("valid").unsqueeze(2), stack("aux")
+
+
+def _checked_nwp(nwp: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """The NWP channels as float32 ``(K, H, W)`` (K = 0 without NWP), checked."""
+    if nwp is None:
+        return np.zeros((0, *shape), dtype=np.float32)
+    nwp = np.asarray(nwp, dtype=np.float32)
+    if nwp.ndim != 3 or nwp.shape[1:] != shape:
+        raise ValueError(f"nwp must be (K, {shape[0]}, {shape[1]}), got {nwp.shape}")
+    if not np.isfinite(nwp).all():
+        raise ValueError("nwp must be finite everywhere (standardised fields on the grid)")
+    return nwp
