@@ -7,9 +7,10 @@ frame where it was active (so an outage that persists leaves NaN in earlier fram
 for offline methods only, up to ``future_steps`` later frames with the same cut. Scores come
 from :func:`radinfill.scores.evaluate` over the outage pixels, in mm/h.
 
-Outages are placed where they matter: the disc of the radar site with the most rain under it
-during the outage (dry holes make every method look alike), restricted to pixels that have data
-in every frame (so real sequences can be scored: "synthetic outages cut into complete areas").
+Outages are placed where they matter: the disc of the radar site that is wettest both when it
+fails and during the outage (dry holes make every method look alike), restricted to pixels that
+have data in every frame (so real sequences can be scored: "synthetic outages cut into complete
+areas").
 """
 
 from __future__ import annotations
@@ -76,19 +77,28 @@ def wettest_disc_outage(
     duration: int,
     radius_km: float = RADIUS_KM,
 ) -> np.ndarray:
-    """Outage mask (T, rows, cols): the disc of the site with most rain under it, for ``duration``.
+    """Outage mask (T, rows, cols): the disc of the site that is wettest when it fails and after.
 
-    Only pixels with data in every frame are cut (a real sequence's no-data stays no-data), and
-    only sites whose disc reaches into the grid are considered.
+    A site's wetness is the smaller of its rain in the frame before the outage and its mean
+    rain during it: rain only arriving after the failure (pure inflow, which no causal method
+    can see) or only leaving before it (a dry hole) does not make a representative case. Only
+    pixels with data in every frame are cut (a real sequence's no-data stays no-data), and only
+    sites whose disc reaches into the grid are considered.
     """
+    if start < 1:
+        raise ValueError(f"an outage needs at least one frame before it, starts at {start}")
     steps = slice(start, start + duration)
     complete = np.isfinite(truth).all(axis=0)
-    rain = np.nansum(truth[steps], axis=0)
+    before = np.nan_to_num(truth[start - 1])
+    during = np.nan_to_num(truth[steps]).mean(axis=0)  # only complete pixels are compared
     best, best_rain = None, -1.0
     for site in OPERATIONAL:
         disc = holes.coverage(grid, [site], radius_km) & complete
-        if disc.any() and (total := float(rain[disc].sum())) > best_rain:
-            best, best_rain = disc, total
+        if not disc.any():
+            continue
+        rain = min(float(before[disc].sum()), float(during[disc].sum()))
+        if rain > best_rain:
+            best, best_rain = disc, rain
     if best is None:
         raise ValueError(f"no radar disc of {radius_km} km reaches into grid {grid.name}")
     mask = np.zeros(truth.shape, dtype=bool)
