@@ -111,9 +111,10 @@ def prepare(
     hole : numpy.ndarray
         bool ``(H, W)``, the pixels to infill.
     window : int
-        Number of frames the network sees (>= 1). Only the last ``window`` frames are used, for
-        the advection as well, so that every input describes the same window; with fewer frames
-        the window is zero-padded at the front (``valid`` 0).
+        Number of frames the network sees (>= 1): the last ``window`` frames, zero-padded at
+        the front (``valid`` 0) when fewer are given. Motion and the advected channel use every
+        frame given, so that an outage longer than the window still has the complete frames
+        before it to advect from.
     interval_minutes : float
         Minutes per frame (5 for RY/YW): mm per interval times ``60 / interval_minutes`` is mm/h.
     nwp : numpy.ndarray, optional
@@ -134,12 +135,14 @@ def prepare(
         raise ValueError(f"window must be a positive integer, got {window!r}")
     if not interval_minutes > 0:
         raise ValueError(f"interval_minutes must be positive, got {interval_minutes!r}")
-    recent = np.asarray(frames)[-window:]
-    baselines.check_inputs(recent, hole)
-    recent = recent.astype(np.float32, copy=True)
-    recent[-1][hole] = np.nan  # the contract: the current hole is never read
-    flow = motion.estimate(recent)
-    advected = baselines.advection_with_flow(recent, hole, flow)
+    history = np.array(frames, dtype=np.float32)  # a copy: the current hole is cut below
+    baselines.check_inputs(history, hole)
+    history[-1][hole] = np.nan  # the contract: the current hole is never read
+    flow = motion.estimate(history)
+    # Advection uses all frames given (an outage longer than the window still has its last
+    # complete frames to advect); the network itself sees the last ``window``.
+    advected = baselines.advection_with_flow(history, hole, flow)
+    recent = history[-window:]
 
     rows, cols = hole.shape
     valid = np.zeros((window, rows, cols), dtype=np.float32)

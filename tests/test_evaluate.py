@@ -37,8 +37,10 @@ def test_methods_see_only_the_past_with_the_outage_cut() -> None:
 
     evaluate.infill_sequence(spy, case, window=4, future_steps=2)
     assert len(seen) == len(case.steps) == 3
+    began = case.steps[0]
     for t, (frames, hole, future) in zip(case.steps, seen, strict=True):
-        assert len(frames) == 4
+        # the window, extended back to the complete frames before the outage began
+        assert len(frames) == max(4, t - (began - evaluate.PRE_OUTAGE_FRAMES) + 1)
         np.testing.assert_array_equal(hole, case.hole[t])
         # every frame passed hides the outage wherever it was active at that step
         for offset, frame in enumerate(frames):

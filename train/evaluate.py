@@ -37,6 +37,8 @@ Method = Callable[..., np.ndarray]
 #: Frames of context a method gets, and frames after the current one offline methods may use.
 WINDOW = DEFAULT_WINDOW
 FUTURE_STEPS = 3
+#: Complete frames before an outage that stay in a method's history while the outage lasts.
+PRE_OUTAGE_FRAMES = 3
 
 
 @dataclass(frozen=True)
@@ -181,15 +183,22 @@ def infill_sequence(
 ) -> np.ndarray:
     """Run ``method`` at every outage step as it would run live; returns the infilled sequence.
 
-    Steps without an outage are returned as the truth. The input at step ``t`` is
-    ``observed[t - window + 1 : t + 1]`` where ``observed`` is the truth with every step's
-    outage set to NaN; ``future`` is ``observed[t + 1 : t + 1 + future_steps]`` (None at the
-    end of the sequence).
+    Steps without an outage are returned as the truth. ``observed`` is the truth with every
+    step's outage set to NaN. The input at step ``t`` is the last ``window`` observed frames,
+    extended back to :data:`PRE_OUTAGE_FRAMES` frames before the running outage began: the
+    service keeps those for an ongoing outage, since after ``window`` steps a fixed window would
+    hold nothing to advect into the hole. ``future`` is ``observed[t + 1 : t + 1 +
+    future_steps]`` (None at the end of the sequence).
     """
     observed = np.where(case.hole, np.nan, case.truth).astype(np.float32)
+    active = case.hole.any(axis=(1, 2))
     output = case.truth.copy()
     for t in case.steps:
-        frames = observed[max(0, t - window + 1) : t + 1]
+        began = t
+        while began > 0 and active[began - 1]:
+            began -= 1
+        first = max(0, min(t - window + 1, began - PRE_OUTAGE_FRAMES))
+        frames = observed[first : t + 1]
         future = observed[t + 1 : t + 1 + future_steps]
         output[t] = method(frames, case.hole[t], future=future if len(future) else None)
     return output
