@@ -108,8 +108,12 @@ def evaluate(
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r; NaN when fewer than two samples or either series is constant."""
-    if a.size < 2:
+    """Pearson r; NaN when fewer than two samples or either series is constant.
+
+    "Constant" allows for rounding: a spread below 1e-9 of the series' magnitude (a hole-mean
+    series of identical fields computed in float32) has no correlation to report.
+    """
+    if a.size < 2 or any(np.ptp(x) <= 1e-9 * np.abs(x).max() for x in (a, b)):
         return np.nan
     a, b = a - a.mean(), b - b.mean()
     denominator = np.sqrt(np.sum(a * a) * np.sum(b * b))

@@ -143,3 +143,11 @@ def test_all_dry_perfect_fill() -> None:
 def test_shape_mismatch_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="shape"):
         scores.evaluate(TRUTH, OUTPUT[:1], HOLE)
+
+
+def test_constant_series_up_to_rounding_has_no_correlation() -> None:
+    truth = np.random.default_rng(3).gamma(1.0, 1.0, size=(12, 8, 8))
+    frozen = np.full(truth.shape, 0.1)  # the mean of twelve 0.1 is not exactly 0.1
+    result = scores.evaluate(truth, frozen, np.ones((8, 8), bool))
+    assert math.isnan(result["temporal_corr"])
+    assert math.isnan(result["spatial_corr"])
