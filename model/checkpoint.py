@@ -47,7 +47,6 @@ import os
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from radinfill import atomic
+from radinfill import atomic, code_version
 from radinfill.model import unet
 
 #: Layout version written by :func:`save_checkpoint`; loading refuses newer ones.
@@ -244,7 +243,7 @@ def _merged_metadata(
         raise ValueError(f"{directory}: checkpoint metadata needs {', '.join(missing)}")
     meta = {"training": {}, "scores": {}, **metadata, **derived}
     meta |= {
-        "code_version": _code_version(),
+        "code_version": code_version(),
         "torch_version": torch.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "sha256": "0" * 64,
@@ -332,7 +331,7 @@ def _versions_note(meta: Mapping[str, Any]) -> str:
     """Which radinfill and torch wrote the checkpoint, and which are running."""
     return (
         f"checkpoint written by radinfill {meta.get('code_version', 'unknown')} with torch "
-        f"{meta.get('torch_version', 'unknown')}; running radinfill {_code_version()} with "
+        f"{meta.get('torch_version', 'unknown')}; running radinfill {code_version()} with "
         f"torch {torch.__version__}"
     )
 
@@ -344,10 +343,3 @@ def _as_json(value: Any) -> Any:
 
 def _json_type(kind: type) -> str:
     return {int: "integer", str: "string", dict: "object"}[kind]
-
-
-def _code_version() -> str:
-    try:
-        return version("radinfill")
-    except PackageNotFoundError:  # a source tree that is not installed
-        return "unknown"

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
-from radinfill import atomic, holes, netcdf, radolan
+from radinfill import atomic, code_version, holes, netcdf, radolan
 from radinfill.dataset import to_dataset
 from radinfill.radolan import Field
 
@@ -93,11 +92,7 @@ def write_infilled(
         provenance={
             **provenance,
             "infill_input_file": str(path),
-            "radinfill_version": _version(),
+            "radinfill_version": code_version(),
         },
     )
     return f"{target}  {done}; netCDF {stem}.nc"
-
-
-def _version() -> str:
-    return version("radinfill")

@@ -6,9 +6,18 @@ does not import xarray (the daemon's hot path and the CLI start-up do not need i
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__all__ = ["open_radolan"]
+__all__ = ["code_version", "open_radolan"]
+
+
+def code_version() -> str:
+    """The installed radinfill version (``unknown`` for a source tree that is not installed)."""
+    try:
+        return version("radinfill")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def __getattr__(name: str) -> Any:

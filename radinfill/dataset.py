@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from importlib.metadata import PackageNotFoundError, version
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from radinfill import code_version
 from radinfill.radolan import Field, read
 
 CONVENTIONS = "CF-1.10"
@@ -65,7 +65,7 @@ _HEADER_FACTS: Mapping[str, Callable[[Field], object]] = MappingProxyType(
         "radolan_format_version": lambda f: f.header.version,
         "radolan_software": lambda f: str(f.header.get("SW", "")),
         "radolan_precision": lambda f: f.header.precision,
-        "radolan_interval_minutes": lambda f: _minutes(f.interval),
+        "radolan_interval_minutes": lambda f: f.interval_minutes,
         "radar_sites": lambda f: ",".join(f.header.sites),
     }
 )
@@ -170,10 +170,6 @@ def _valid_time(field: Field) -> datetime:
     return field.time + timedelta(minutes=field.header.lead_minutes)
 
 
-def _minutes(interval: timedelta) -> int:
-    return int(interval.total_seconds() // 60)
-
-
 def _datetime64(times: Sequence[datetime]) -> np.ndarray:
     """UTC-aware datetimes as naive datetime64[ns] (xarray's convention: naive means UTC)."""
     return np.array([t.replace(tzinfo=None) for t in times], dtype="datetime64[ns]")
@@ -202,7 +198,7 @@ def _data_attrs(field: Field) -> dict[str, str]:
     if info.standard_name is not None:
         attrs["standard_name"] = info.standard_name
     if info.standard_name == _AMOUNT:
-        attrs["cell_methods"] = f"time: sum (interval: {_minutes(field.interval)} minutes)"
+        attrs["cell_methods"] = f"time: sum (interval: {field.interval_minutes} minutes)"
     attrs["grid_mapping"] = GRID_MAPPING
     attrs["ancillary_variables"] = " ".join(FLAGS)
     return attrs
@@ -256,12 +252,5 @@ def _global_attrs(fields: Sequence[Field], constant: Mapping[str, object]) -> di
     attrs["product"] = first.product
     attrs |= constant
     files = ", ".join(dict.fromkeys(os.path.basename(f.source) for f in fields))
-    attrs["history"] = f"radinfill {_version()}: decoded from {files}"
+    attrs["history"] = f"radinfill {code_version()}: decoded from {files}"
     return attrs
-
-
-def _version() -> str:
-    try:
-        return version("radinfill")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "unknown"

@@ -170,7 +170,7 @@ def real_case(
         truth, first.grid, start=start, duration=duration, radius_km=radius_km
     )
     label = name or f"{first.product} {first.time:%Y-%m-%d %H:%M}"
-    interval = int(first.interval.total_seconds() // 60)
+    interval = first.interval_minutes
     return Case(label, truth, hole, first.grid, interval)
 
 

@@ -79,6 +79,11 @@ class Field:
         """Accumulation interval of the product."""
         return self.header.interval
 
+    @property
+    def interval_minutes(self) -> int:
+        """:attr:`interval` in whole minutes (5 for RY, 60 for RW, 1440 for SF)."""
+        return int(self.interval.total_seconds() // 60)
+
     def replace(self, **changes: object) -> Field:
         """A copy with some attributes replaced (e.g. infilled ``values`` and ``nodata``)."""
         return dataclasses.replace(self, **changes)
