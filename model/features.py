@@ -50,6 +50,7 @@ __all__ = [
     "AUX_LEAD",
     "AUX_NAMES",
     "DEFAULT_WINDOW",
+    "PRE_OUTAGE_FRAMES",
     "Inputs",
     "lead_steps",
     "prepare",
@@ -58,6 +59,9 @@ __all__ = [
 
 #: Frames of context when a checkpoint does not say otherwise (30 min of 5-minute data).
 DEFAULT_WINDOW = 6
+#: Complete frames kept before a running outage began, so that a long outage, once it is older
+#: than the window, still has observed rain to advect into the hole.
+PRE_OUTAGE_FRAMES = 3
 #: Names of the base auxiliary channels, in channel order.
 AUX_NAMES: tuple[str, ...] = ("advected", "u", "v", "hole", "lead")
 #: Number of base auxiliary channels (NWP channels come after them).
@@ -241,3 +245,32 @@ def _checked_nwp(nwp: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     if not np.isfinite(nwp).all():
         raise ValueError("nwp must be finite everywhere (standardised fields on the grid)")
     return nwp
+
+
+def context_length(
+    outage: Sequence[bool], window: int, pre_outage: int = PRE_OUTAGE_FRAMES
+) -> int:
+    """How many of the latest frames to hand to a method for the current (last) frame.
+
+    Parameters
+    ----------
+    outage
+        One flag per available frame, oldest first, the current frame last: whether the frame
+        had failure holes (the current frame's own flag is not used).
+    window
+        The method's window (frames).
+    pre_outage
+        Complete frames wanted before the outage running into the current frame began.
+
+    Returns
+    -------
+    int
+        ``max(window, frames since the outage began + pre_outage)``, at most ``len(outage)``:
+        the service and the evaluation both keep the frames before a running outage, because
+        after ``window`` steps a fixed window would hold nothing observed inside the hole.
+    """
+    available = len(outage)
+    running = 0
+    while running < available - 1 and outage[available - 2 - running]:
+        running += 1
+    return min(available, max(window, running + 1 + pre_outage))

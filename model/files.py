@@ -73,18 +73,12 @@ def write_infilled(
         raise ValueError(f"{path}: output directory {out} would overwrite the input")
     hole = holes.detect(field).failure
     if hole.any():
-        values = method(frames, hole)
-        radolan.write(
-            field.replace(
-                values=values, nodata=field.nodata & ~hole, secondary=field.secondary & ~hole
-            ),
-            target,
-        )
+        radolan.write(infilled(field, hole, method(frames, hole)), target)
         done = f"{hole.sum()} px infilled ({provenance['infill_method']})"
     else:
         atomic.write_bytes(target, Path(path).read_bytes())
         done = "no failure holes, copied unchanged"
-    stem = name.removesuffix(".gz").removesuffix(".bz2")
+    stem = netcdf_stem(name)
     netcdf.write(
         to_dataset([radolan.read_one(target)]),
         out / f"{stem}.nc",
@@ -96,3 +90,16 @@ def write_infilled(
         },
     )
     return f"{target}  {done}; netCDF {stem}.nc"
+
+
+def infilled(field: Field, hole: np.ndarray, values: np.ndarray) -> Field:
+    """``field`` with ``values`` (the method's output) in place: the hole pixels get data, so
+    they lose the no-data flag; the secondary bit is not set on them."""
+    return field.replace(
+        values=values, nodata=field.nodata & ~hole, secondary=field.secondary & ~hole
+    )
+
+
+def netcdf_stem(name: str) -> str:
+    """The netCDF output's stem for a RADOLAN file name (compression suffixes dropped)."""
+    return name.removesuffix(".gz").removesuffix(".bz2")

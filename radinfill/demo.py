@@ -1,20 +1,47 @@
-"""``radinfill demo``: the main job on sample data, as far as the service goes today.
+"""``radinfill demo``: the service, end to end, on data it generates itself.
 
-Decodes every RADOLAN file under a data directory, detects radar-failure holes, writes one
-CF-netCDF file per input and quicklooks of the largest outages, and prints a hole report.
+The demo does what an operator's first day looks like, in one temporary tree:
+
+1. writes a synthetic RY stream (900 x 900, radars failing and recovering, with its truth) and,
+   when the real sample data is present (``../shared/data/radolan``), takes the real YW sequence
+   of 2017-08-16 too (Quelle: Deutscher Wetterdienst);
+2. writes a service configuration and starts the real service on it (the watchdog observer,
+   the ledger, the shipped model in ``assets/model``, the metrics endpoint);
+3. delivers the products into the incoming directory one by one, the way an upstream feed does
+   (written to a temporary name, then renamed);
+4. waits until every product has its outputs, scrapes the metrics endpoint over HTTP, stops the
+   service as SIGTERM would, and prints a summary: products, holes, latency percentiles, the
+   infill scores against the synthetic truth, and where the outputs, quicklooks and the metrics
+   snapshot are.
+
+Nothing is downloaded; without the sample data the demo runs on the synthetic stream alone.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import time
-from dataclasses import dataclass
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from radinfill import holes
-from radinfill.radolan import Field, RadolanError, read
+import numpy as np
+
+if TYPE_CHECKING:
+    from radinfill.stream import StreamManifest
 
 #: Where the sample data lives relative to a checkout (``../shared/data/radolan``).
 _SAMPLE_DIR = Path("shared") / "data" / "radolan"
+#: The real rainy 5-minute sequence among the samples.
+_REAL_SEQUENCE = Path("radolan_to_netcdf") / "radolan_yw"
+#: The shipped default model (a release directory in the checkout's ``assets/``).
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "model"
+#: Seconds between two deliveries (faster than real time, slower than a burst).
+DELIVERY_INTERVAL_S = 0.2
 
 
 def default_data_dir() -> Path | None:
@@ -27,67 +54,204 @@ def default_data_dir() -> Path | None:
     return None
 
 
-@dataclass(frozen=True)
-class _Row:
-    path: Path
-    field: Field
-    report: holes.HoleReport
-
-
-def _files(data: Path) -> list[Path]:
-    return sorted(p for p in data.rglob("*") if p.is_file() and not p.name.lower().endswith(".md"))
-
-
-def run(data: str | Path | None, out: Path, quicklooks: int = 6) -> int:
-    """Run the demo; returns the exit status."""
-    from radinfill import dataset, netcdf, plots
-
-    directory = Path(data) if data else default_data_dir()
-    if directory is None or not directory.is_dir():
-        raise FileNotFoundError(
-            f"no RADOLAN data directory {directory or _SAMPLE_DIR}: pass --data DIR"
-        )
-    (out / "netcdf").mkdir(parents=True, exist_ok=True)
-    (out / "quicklooks").mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    rows: list[_Row] = []
-    skipped: list[str] = []
-    files = _files(directory)
-    print(f"decoding {len(files)} files from {directory}", flush=True)
-    for number, path in enumerate(files, 1):
-        try:
-            fields = read(path)
-        except RadolanError as err:
-            skipped.append(str(err))
-            continue
-        netcdf.write(dataset.to_dataset(fields), out / "netcdf" / f"{path.name}.nc")
-        rows.extend(_Row(path, f, holes.detect(f)) for f in fields)
-        if number % 20 == 0:
-            print(f"  {number}/{len(files)} files", flush=True)
-    _print_report(rows, directory)
-    worst = sorted(rows, key=lambda r: r.report.pixels, reverse=True)[:quicklooks]
-    for row in worst:
-        name = f"{row.field.product}_{row.field.time:%Y%m%d%H%M}_{row.path.name}.png"
-        plots.quicklook(row.field, row.report, path=out / "quicklooks" / name)
-    print(f"\nskipped {len(skipped)} unreadable file(s):")
-    for line in skipped:
-        print(f"  {line}")
-    print(
-        f"\n{len(rows)} products in {time.perf_counter() - started:.1f} s; "
-        f"netCDF in {out / 'netcdf'}, {len(worst)} quicklooks in {out / 'quicklooks'}"
+def default_model() -> str:
+    """The shipped model, or the smoothed-advection baseline when none is installed."""
+    return (
+        str(SHIPPED_MODEL) if (SHIPPED_MODEL / "metadata.json").exists() else "baseline:advection"
     )
+
+
+def run(
+    out: Path,
+    *,
+    steps: int = 18,
+    grid: tuple[int, int] = (900, 900),
+    model: str | None = None,
+    data: Path | None = None,
+    real: bool = True,
+    timeout_s: float = 900.0,
+) -> int:
+    """Run the demo in ``out`` (replaced); returns the exit status (0 when every product got
+    its outputs)."""
+    from radinfill import stream
+    from radinfill.daemon.config import parse
+    from radinfill.daemon.service import Service
+    from radinfill.daemon.telemetry import configure_logging
+
+    if out.exists():
+        shutil.rmtree(out)
+    feed = out / "feed"
+    print(
+        f"writing a synthetic RY stream of {steps} products ({grid[0]}x{grid[1]}) ...", flush=True
+    )
+    manifest = stream.write_stream(
+        feed / "synthetic",
+        product="RY",
+        grid=grid,
+        steps=steps,
+        start=datetime(2025, 6, 1, 12, 0, tzinfo=UTC),
+        seed=7,
+        preset="mixed",
+        outage_options={"p_fail": 0.08},
+    )
+    deliveries = list(manifest.files)
+    samples = data if data is not None else default_data_dir()
+    if real and samples is not None and (samples / _REAL_SEQUENCE).is_dir():
+        real_files = sorted((samples / _REAL_SEQUENCE).glob("raa01-yw*"))
+        deliveries += real_files
+        print(f"adding {len(real_files)} real YW products of 2017-08-16 (Quelle: DWD)")
+    spec = model or default_model()
+    document = _config(out, spec)
+    (out / "service.toml").write_text(_toml(document))
+    config = parse(document, base=out, source=str(out / "service.toml"))
+
+    log = (out / "service.log").open("w")
+    configure_logging(fmt="json", level="info", stream=log)
+    service = Service(config, configure_logs=False)
+    print(f"starting the service with model {spec} (log: {out / 'service.log'}) ...", flush=True)
+    service.start()
+    try:
+        _deliver(deliveries, config.incoming[0])
+        done = _wait(config.outgoing, len(deliveries), timeout_s)
+        service.shadow_due.set()  # one quality estimate on the newest complete field
+        _wait_for(lambda: service.shadow_runs > 0, 60.0)
+        assert service.server is not None
+        metrics = _scrape(service.server.port)
+        latencies = list(service.latencies)
+    finally:
+        service.stop()
+        service.shutdown()
+        log.close()
+    (out / "metrics.prom").write_text(metrics)
+    sidecars = [json.loads(p.read_text()) for p in sorted(config.outgoing.glob("*.json"))]
+    _summary(sidecars, latencies, len(deliveries))
+    scores = _scores(manifest, config.outgoing)
+    looks = _quicklooks(sidecars, config.outgoing, out / "quicklooks")
+    print(f"\noutputs:     {config.outgoing}  (RADOLAN + netCDF + JSON sidecar per input)")
+    print(f"quicklooks:  {', '.join(str(p) for p in looks) or '-'}")
+    print(f"metrics:     {out / 'metrics.prom'} (scraped from the live endpoint)")
+    print(f"config:      {out / 'service.toml'}   ledger: {config.ledger_path}")
+    if scores:
+        print("\nscores over the synthetic outages (mm/h, hole pixels only):")
+        print("  " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    if done < len(deliveries):
+        print(f"\nonly {done} of {len(deliveries)} products got outputs in {timeout_s:.0f} s")
+        return 1
     return 0
 
 
-def _print_report(rows: list[_Row], directory: Path) -> None:
-    columns = f"{'product':7} {'time (UTC)':16} {'grid':18} {'hole px':>8} {'% cov':>6}"
-    print(f"\n{columns}  {'missing':12} file")
-    for row in rows:
-        field, report = row.field, row.report
-        coverage = int(report.coverage.sum())
-        share = 100.0 * report.pixels / coverage if coverage else float("nan")
-        missing = ",".join(sorted(report.missing_radars)) or "-"
+def _config(out: Path, model: str) -> dict[str, dict[str, object]]:
+    return {
+        "service": {
+            "incoming": ["incoming"],
+            "outgoing": "outgoing",
+            "state_dir": "state",
+            "quarantine": "quarantine",
+            "model": model,
+            "window": 6,
+            "watch": "inotify",
+            "settle_s": 0.5,
+            "reconcile_interval_s": 30,
+            "shadow_interval_s": 0,
+        },
+        "metrics": {"address": "127.0.0.1", "port": 0},
+        "logging": {"format": "json", "level": "info"},
+    }
+
+
+def _toml(document: dict[str, dict[str, object]]) -> str:
+    lines = []
+    for section, values in document.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _deliver(files: list[Path], incoming: Path) -> None:
+    """Copy each file in as an upstream feed would: temporary name, then rename."""
+    incoming.mkdir(parents=True, exist_ok=True)
+    for number, source in enumerate(files, 1):
+        tmp = incoming / f".{source.name}.tmp"
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, incoming / source.name)
+        if number % 6 == 0 or number == len(files):
+            print(f"  delivered {number}/{len(files)}", flush=True)
+        time.sleep(DELIVERY_INTERVAL_S)
+
+
+def _wait(outgoing: Path, expected: int, timeout_s: float) -> int:
+    """Wait until ``expected`` sidecars exist (the last file of each output set)."""
+    _wait_for(lambda: len(list(outgoing.glob("*.json"))) >= expected, timeout_s)
+    return len(list(outgoing.glob("*.json")))
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.25)
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+def _summary(sidecars: list[dict[str, Any]], latencies: list[float], delivered: int) -> None:
+    filled = [s for s in sidecars if s["hole_pixels"]]
+    methods = sorted({s["method"] for s in filled})
+    print(
+        f"\n{len(sidecars)} of {delivered} products written: {len(filled)} infilled "
+        f"({', '.join(methods) or '-'}), {len(sidecars) - len(filled)} passed through unchanged"
+    )
+    if filled:
+        pixels = [s["hole_pixels"] for s in filled]
+        radars = sorted({r for s in filled for r in s["missing_radars"]})
         print(
-            f"{field.product:7} {field.time:%Y-%m-%d %H:%M} {field.grid.name:18} "
-            f"{report.pixels:8d} {share:6.2f}  {missing:12} {row.path.relative_to(directory)}"
+            f"hole pixels per infilled product: median {int(np.median(pixels))}, "
+            f"max {max(pixels)}; missing radars seen: {', '.join(radars) or '-'}"
         )
+    if latencies:
+        p50, p95, p100 = np.percentile(latencies, [50, 95, 100])
+        print(
+            f"end-to-end latency (arrival -> outputs renamed): p50 {p50:.2f} s, "
+            f"p95 {p95:.2f} s, max {p100:.2f} s"
+        )
+
+
+def _scores(manifest: StreamManifest, outgoing: Path) -> dict[str, float]:
+    """Hole scores of the synthetic outputs against the stream's truth."""
+    import xarray as xr
+
+    from radinfill import radolan, scores
+
+    with xr.open_dataset(manifest.truth, engine="netcdf4") as truth_ds:
+        truth = truth_ds[manifest.product].load().values
+        masks = truth_ds["infill_mask"].load().values.astype(bool)
+    outputs = []
+    for step in manifest.steps:
+        target = outgoing / Path(step.path).name
+        outputs.append(
+            radolan.read_one(target).values if target.exists() else np.full(truth.shape[1:], np.nan)
+        )
+    to_rate = 60.0 / manifest.interval_minutes
+    result = scores.evaluate(truth * to_rate, np.stack(outputs) * to_rate, masks)
+    return {k: result[k] for k in ("rmse", "mae", "csi_1", "fss", "blur_ratio")}
+
+
+def _quicklooks(sidecars: list[dict[str, Any]], outgoing: Path, directory: Path) -> list[Path]:
+    """Before/after panels of the two products with the largest holes."""
+    from radinfill import holes, plots, radolan
+
+    worst = sorted(sidecars, key=lambda s: s["hole_pixels"], reverse=True)[:2]
+    paths = []
+    for record in worst:
+        if not record["hole_pixels"]:
+            continue
+        before = radolan.read_one(record["input"]["path"])
+        name = Path(record["input"]["path"]).name
+        after = radolan.read_one(outgoing / name)
+        target = directory / f"{before.product}_{before.time:%Y%m%d%H%M}.png"
+        directory.mkdir(parents=True, exist_ok=True)
+        paths.append(plots.before_after(before, after, report=holes.detect(before), path=target))
+    return paths

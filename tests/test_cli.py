@@ -72,23 +72,39 @@ def test_quicklook_writes_png(samples: Path, tmp_path: Path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_demo_on_a_small_directory(samples: Path, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in (
-        RW_NHB,
-        CORRUPT,
-        "radolan_to_netcdf/radolan_ry/raa01-ry_10000-2001011500-dwd---bin.gz",
-    ):
-        shutil.copy(samples / name, data / Path(name).name)
-    out = tmp_path / "out"
+def test_demo_runs_the_service_on_a_generated_stream(samples: Path, tmp_path: Path) -> None:
+    """The README's main job, shrunk: every delivered product gets its three outputs, the
+    summary reports them, and the metrics snapshot is a real scrape of the running service."""
+    out = tmp_path / "demo"
     done = subprocess.run(
-        [SCRIPT, "demo", "--data", data, "--out", out, "--quicklooks", "1"],
+        [
+            SCRIPT,
+            "demo",
+            "--out",
+            out,
+            "--steps",
+            "6",
+            "--grid",
+            "200x200",
+            "--data",
+            samples,
+            "--model",
+            "baseline:advection",
+        ],
         capture_output=True,
         text=True,
+        timeout=600,
     )
-    assert done.returncode == 0, done.stderr
-    assert "nhb" in done.stdout
-    assert "skipped 1 unreadable" in done.stdout
-    assert len(list((out / "netcdf").glob("*.nc"))) == 2
-    assert len(list((out / "quicklooks").glob("*.png"))) == 1
+    assert done.returncode == 0, done.stdout + done.stderr
+    real = len(list((samples / "radolan_to_netcdf" / "radolan_yw").glob("raa01-yw*")))
+    delivered = 6 + real
+    assert f"{delivered} of {delivered} products written" in done.stdout
+    outgoing = out / "outgoing"
+    assert len(list(outgoing.glob("*.json"))) == delivered
+    assert len(list(outgoing.glob("*.nc"))) == delivered
+    assert "end-to-end latency" in done.stdout
+    assert "rmse" in done.stdout
+    metrics = (out / "metrics.prom").read_text()
+    assert 'radinfill_products_total{outcome="processed",product="YW"}' in metrics
+    assert list((out / "quicklooks").glob("*.png"))
+    assert not list(outgoing.glob(".*.tmp"))

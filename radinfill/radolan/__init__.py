@@ -9,7 +9,7 @@ from radinfill.radolan.errors import RadolanError
 from radinfill.radolan.grids import Grid, grid_for
 from radinfill.radolan.header import Header
 from radinfill.radolan.header import build as build_header
-from radinfill.radolan.io import read, read_one, sniff, write
+from radinfill.radolan.io import dumps, loads, read, read_one, sniff, write
 
 __all__ = [
     "Field",
@@ -18,8 +18,10 @@ __all__ = [
     "RadolanError",
     "build_header",
     "decode",
+    "dumps",
     "encode",
     "grid_for",
+    "loads",
     "read",
     "read_one",
     "sniff",

@@ -57,7 +57,22 @@ def read(path: str | os.PathLike[str]) -> list[Field]:
         raise RadolanError(
             f"file of {size} bytes is larger than {MAX_STREAM_BYTES}", source=str(path)
         )
-    return list(_fields(path.read_bytes(), str(path), 0, _Budget(MAX_STREAM_BYTES)))
+    return loads(path.read_bytes(), str(path))
+
+
+def loads(data: bytes, source: str = "<bytes>") -> list[Field]:
+    """Every product in the bytes of a file (as :func:`read`), for callers that already hold
+    them (the service hashes and decodes the same bytes, so a file that changes in between
+    cannot give a hash of one content and fields of another).
+
+    Raises
+    ------
+    RadolanError
+        If any part cannot be read or decoded, or ``data`` exceeds :data:`MAX_STREAM_BYTES`.
+    """
+    if len(data) > MAX_STREAM_BYTES:
+        raise RadolanError(f"{len(data)} bytes is larger than {MAX_STREAM_BYTES}", source=source)
+    return list(_fields(data, source, 0, _Budget(MAX_STREAM_BYTES)))
 
 
 def read_one(path: str | os.PathLike[str]) -> Field:
@@ -70,13 +85,18 @@ def read_one(path: str | os.PathLike[str]) -> Field:
 
 def write(field: Field, path: str | os.PathLike[str], mode: int = atomic.DEFAULT_MODE) -> None:
     """Atomically write ``field`` as RADOLAN binary; ``.gz``/``.bz2`` suffixes compress."""
+    atomic.write_bytes(path, dumps(field, Path(path).name), mode)
+
+
+def dumps(field: Field, name: str = "") -> bytes:
+    """The bytes :func:`write` puts in a file called ``name`` (compressed for ``.gz``/``.bz2``;
+    gzip without a timestamp, so the same field gives the same bytes)."""
     data = encode(field)
-    suffix = Path(path).suffix
-    if suffix == ".gz":
-        data = gzip.compress(data, mtime=0)
-    elif suffix == ".bz2":
-        data = bz2.compress(data)
-    atomic.write_bytes(path, data, mode)
+    if name.endswith(".gz"):
+        return gzip.compress(data, mtime=0)
+    if name.endswith(".bz2"):
+        return bz2.compress(data)
+    return data
 
 
 class _Budget:

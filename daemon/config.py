@@ -1,0 +1,393 @@
+"""The service configuration: the ``[service]``, ``[metrics]`` and ``[logging]`` TOML sections.
+
+One file configures the service (and, in its ``[train]`` section, retraining). Every problem
+is reported at once, one line each, so an operator fixes a file in one round::
+
+    [service]
+    incoming = ["/srv/radolan/incoming"]     # watched directories (not recursive)
+    patterns = ["raa01-*"]                    # file-name globs taken from them
+    products = ["RY", "RW", "YW"]             # product ids processed (empty: every amount product)
+    outgoing = "/srv/radolan/infilled"
+    output_name = "{name}"                    # also {product}, {stem}, {time:%Y%m%d%H%M}
+    state_dir = "/var/lib/radinfill"
+    quarantine = "/var/lib/radinfill/quarantine"
+    model = "/var/lib/radinfill/models"       # registry, release, checkpoint or baseline:NAME
+    device = "auto"                           # auto | cpu | cuda | cuda:N
+    window = 6                                # fields of context the model sees
+    max_context = 24                          # fields kept for a long outage (advection source)
+    fallback = "advection"                    # baseline when the engine fails
+    late_radar_wait_s = 0                     # hold a holed field this long for a correction
+    horizon_s = 7200                          # corrections older than this are not reprocessed
+    watch = "auto"                            # auto | inotify | polling
+    poll_interval_s = 5
+    settle_s = 2                              # stable size+mtime this long (polling)
+    settle_timeout_s = 120                    # give up on a file that never completes
+    reconcile_interval_s = 60
+    netcdf = true
+    sidecar = true
+    latest_link = true
+    post_write_hook = []                      # argv, e.g. ["/usr/local/bin/notify", "{radolan}"]
+    shadow_interval_s = 600                   # quality estimate cadence (0 = off)
+    retention_days = 0                        # prune the ledger (0 = keep)
+
+    [metrics]
+    address = "127.0.0.1"
+    port = 9108
+
+    [logging]
+    format = "auto"                           # auto | json | console
+    level = "info"
+
+Relative paths are relative to the configuration file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import string
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "MetricsConfig", "ServiceConfig", "load", "parse"]
+
+_WATCH_MODES = ("auto", "inotify", "polling")
+_LOG_FORMATS = ("auto", "json", "console")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_NAME_FIELDS = {"name", "stem", "product", "time"}
+#: Sections a service file may have; [train] belongs to retraining and is not checked here.
+_SECTIONS = {"service", "metrics", "logging", "train"}
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; ``problems`` lists every problem found, one line each."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Where the Prometheus endpoint listens (loopback by default: exposing it is a choice)."""
+
+    address: str = "127.0.0.1"
+    port: int = 9108
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The effective service configuration (see the module docstring for the meaning)."""
+
+    incoming: tuple[Path, ...]
+    outgoing: Path
+    state_dir: Path
+    quarantine: Path
+    model: str
+    patterns: tuple[str, ...] = ("*",)
+    products: tuple[str, ...] = ()
+    output_name: str = "{name}"
+    device: str = "auto"
+    window: int = 6
+    max_context: int = 24
+    fallback: str = "advection"
+    late_radar_wait_s: float = 0.0
+    horizon_s: float = 7200.0
+    watch: str = "auto"
+    poll_interval_s: float = 5.0
+    settle_s: float = 2.0
+    settle_timeout_s: float = 120.0
+    reconcile_interval_s: float = 60.0
+    netcdf: bool = True
+    sidecar: bool = True
+    latest_link: bool = True
+    post_write_hook: tuple[str, ...] = ()
+    shadow_interval_s: float = 600.0
+    retention_days: float = 0.0
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log_format: str = "auto"
+    log_level: str = "info"
+
+    @property
+    def ledger_path(self) -> Path:
+        """The SQLite ledger in the state directory."""
+        return self.state_dir / "ledger.sqlite"
+
+    def effective(self) -> dict[str, Any]:
+        """The configuration as TOML-like sections of plain values (``check-config`` prints it)."""
+        values = {
+            f.name: _plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name not in ("metrics", "log_format", "log_level")
+        }
+        return {
+            "service": values,
+            "metrics": {"address": self.metrics.address, "port": self.metrics.port},
+            "logging": {"format": self.log_format, "level": self.log_level},
+        }
+
+
+def load(path: str | os.PathLike[str]) -> ServiceConfig:
+    """Read and validate a service configuration file.
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem (unreadable file, invalid TOML, unknown or missing keys, bad
+        values), each naming the key.
+    """
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(str(path), [f"cannot read: {err.strerror or err}"]) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(str(path), [f"not valid TOML: {err}"]) from None
+    return parse(document, base=path.parent, source=str(path))
+
+
+def parse(document: Mapping[str, Any], *, base: Path, source: str = "<config>") -> ServiceConfig:
+    """Validate a parsed TOML document into a :class:`ServiceConfig` (see :func:`load`)."""
+    problems: list[str] = []
+    for name in sorted(set(document) - _SECTIONS):
+        problems.append(f"unknown section [{name}]")
+    service = _table(document, "service", problems)
+    metrics = _table(document, "metrics", problems)
+    logging = _table(document, "logging", problems)
+    fields = {f.name: f for f in dataclasses.fields(ServiceConfig)}
+    settable = set(fields) - {"metrics", "log_format", "log_level"}
+    for key in sorted(set(service) - settable):
+        problems.append(f"unknown key service.{key}")
+    for key in sorted(set(metrics) - {"address", "port"}):
+        problems.append(f"unknown key metrics.{key}")
+    for key in sorted(set(logging) - {"format", "level"}):
+        problems.append(f"unknown key logging.{key}")
+
+    merged = _service_values(service, settable, problems, base)
+    _check_semantics(merged, problems)
+    address = metrics.get("address", MetricsConfig.address)
+    port = metrics.get("port", MetricsConfig.port)
+    _check_metrics(address, port, problems)
+    log_format = logging.get("format", "auto")
+    log_level = logging.get("level", "info")
+    if log_format not in _LOG_FORMATS:
+        problems.append(f"logging.format must be one of {', '.join(_LOG_FORMATS)}")
+    if log_level not in _LOG_LEVELS:
+        problems.append(f"logging.level must be one of {', '.join(_LOG_LEVELS)}")
+    if problems:
+        raise ConfigError(source, problems)
+    return ServiceConfig(
+        **merged,
+        metrics=MetricsConfig(address=address, port=port),
+        log_format=log_format,
+        log_level=log_level,
+    )
+
+
+def _service_values(
+    service: Mapping[str, Any], settable: set[str], problems: list[str], base: Path
+) -> dict[str, Any]:
+    """The ``[service]`` values, typed, with defaults for the keys not given."""
+    check = _Checker(service, problems, base)
+    values: dict[str, Any] = {
+        "incoming": check.paths("incoming"),
+        "outgoing": check.path("outgoing"),
+        "state_dir": check.path("state_dir"),
+        "quarantine": check.path("quarantine"),
+        "model": check.model("model"),
+    }
+    readers = {
+        **dict.fromkeys(("patterns", "products", "post_write_hook"), check.strings),
+        **dict.fromkeys(("window", "max_context"), check.integer),
+        **dict.fromkeys(
+            [k for k in settable if k.endswith("_s")] + ["retention_days"], check.number
+        ),
+        **dict.fromkeys(("netcdf", "sidecar", "latest_link"), check.boolean),
+        **dict.fromkeys(("output_name", "device", "fallback", "watch"), check.string),
+    }
+    values |= {key: read(key) for key, read in readers.items() if key in service}
+    defaults = ServiceConfig.__dataclass_fields__
+    given = {k: v for k, v in values.items() if v is not None}
+    return {
+        k: given.get(k, defaults[k].default) for k in settable if k in given or _has(defaults[k])
+    }
+
+
+def _check_semantics(values: Mapping[str, Any], problems: list[str]) -> None:
+    """Cross-field rules: things a type check cannot see."""
+    from radinfill.model import baselines
+
+    if values.get("max_context", 24) < values.get("window", 6):
+        problems.append("service.max_context must be >= service.window")
+    if values.get("watch", "auto") not in _WATCH_MODES:
+        problems.append(f"service.watch must be one of {', '.join(_WATCH_MODES)}")
+    if values.get("fallback", "advection") not in baselines.list_methods():
+        problems.append(f"service.fallback must be one of {', '.join(baselines.list_methods())}")
+    elif not baselines.is_causal(values.get("fallback", "advection")):
+        problems.append("service.fallback must be causal (it runs on the current field)")
+    device = values.get("device", "auto")
+    if device not in ("auto", "cpu", "cuda") and not _is_cuda_index(device):
+        problems.append("service.device must be auto, cpu, cuda or cuda:N")
+    _check_locations(values, problems)
+
+
+def _check_locations(values: Mapping[str, Any], problems: list[str]) -> None:
+    """Output name template and directories: outputs must never land in the inputs."""
+    name = values.get("output_name", "{name}")
+    if isinstance(name, str):
+        try:
+            used = {f for _, f, _, _ in string.Formatter().parse(name) if f}
+        except ValueError as err:
+            problems.append(f"service.output_name: {err}")
+        else:
+            if used - _NAME_FIELDS:
+                problems.append(
+                    f"service.output_name may use {{{'}, {'.join(sorted(_NAME_FIELDS))}}} only"
+                )
+            if name.startswith("/") or ".." in name.split("/"):
+                problems.append("service.output_name must stay inside service.outgoing")
+    outgoing, incoming = values.get("outgoing"), values.get("incoming", ())
+    if outgoing is not None and any(_same(outgoing, d) for d in incoming):
+        problems.append("service.outgoing must not be one of the incoming directories")
+    quarantine = values.get("quarantine")
+    if quarantine is not None and any(_same(quarantine, d) for d in incoming):
+        problems.append("service.quarantine must not be one of the incoming directories")
+    if values.get("settle_timeout_s", 120.0) < values.get("settle_s", 2.0):
+        problems.append("service.settle_timeout_s must be >= service.settle_s")
+
+
+def _check_metrics(address: Any, port: Any, problems: list[str]) -> None:
+    if not isinstance(address, str):
+        problems.append("metrics.address must be a string")
+    else:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            problems.append(f"metrics.address {address!r} is not an IP address")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        problems.append("metrics.port must be an integer in 0..65535")
+
+
+class _Checker:
+    """Typed reads of ``[service]`` keys that record a problem instead of raising."""
+
+    def __init__(self, table: Mapping[str, Any], problems: list[str], base: Path) -> None:
+        self.table, self.problems, self.base = table, problems, base
+
+    def _get(self, key: str, required: bool) -> Any:
+        if key not in self.table:
+            if required:
+                self.problems.append(f"service.{key} is required")
+            return None
+        return self.table[key]
+
+    def path(self, key: str) -> Path | None:
+        value = self._get(key, True)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            self.problems.append(f"service.{key} must be a path (string)")
+            return None
+        return _resolve(self.base, value)
+
+    def paths(self, key: str) -> tuple[Path, ...] | None:
+        value = self._get(key, True)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            self.problems.append(f"service.{key} must be a non-empty list of paths")
+            return None
+        return tuple(_resolve(self.base, v) for v in value)
+
+    def model(self, key: str) -> str | None:
+        value = self._get(key, True)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            self.problems.append(f"service.{key} must be a path or baseline:NAME")
+            return None
+        if value.startswith("baseline:"):
+            from radinfill.model import baselines
+
+            name = value.removeprefix("baseline:")
+            if name not in baselines.list_methods() or not baselines.is_causal(name):
+                self.problems.append(f"service.model: {name!r} is not a causal baseline")
+            return value
+        return str(_resolve(self.base, value))
+
+    def strings(self, key: str) -> tuple[str, ...] | None:
+        value = self.table[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problems.append(f"service.{key} must be a list of strings")
+            return None
+        return tuple(value)
+
+    def string(self, key: str) -> str | None:
+        value = self.table[key]
+        if not isinstance(value, str):
+            self.problems.append(f"service.{key} must be a string")
+            return None
+        return value
+
+    def integer(self, key: str, *, minimum: int = 1) -> int | None:
+        value = self.table[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            self.problems.append(f"service.{key} must be an integer >= {minimum}")
+            return None
+        return value
+
+    def number(self, key: str, *, minimum: float = 0.0) -> float | None:
+        value = self.table[key]
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or value < minimum:
+            self.problems.append(f"service.{key} must be a number >= {minimum:g}")
+            return None
+        return float(value)
+
+    def boolean(self, key: str) -> bool | None:
+        value = self.table[key]
+        if not isinstance(value, bool):
+            self.problems.append(f"service.{key} must be true or false")
+            return None
+        return value
+
+
+def _table(document: Mapping[str, Any], name: str, problems: list[str]) -> Mapping[str, Any]:
+    value = document.get(name, {})
+    if not isinstance(value, dict):
+        problems.append(f"[{name}] must be a table")
+        return {}
+    return value
+
+
+def _has(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def _same(a: Path, b: Path) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _is_cuda_index(device: str) -> bool:
+    prefix, _, index = device.partition(":")
+    return prefix == "cuda" and index.isdigit()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,139 @@
+"""The model the service infills with: loading, validation before use, and the hot swap.
+
+``[service] model`` names a model registry (its ``current`` release is used), a release or
+checkpoint directory, or ``baseline:NAME``. A release is checksum-verified and, when it stores a
+golden input, run on it and compared with the stored output before it is used: a model that
+loads but computes something else (wrong weights, broken device) never goes live. The same
+procedure runs on SIGHUP; :class:`ModelSlot` then swaps the reference between two products, and
+a release that fails any check leaves the running model in place.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radinfill.model import baselines
+
+__all__ = ["BASELINE_PREFIX", "LoadedModel", "ModelSlot", "load"]
+
+BASELINE_PREFIX = "baseline:"
+#: Tolerances of the golden-input check (mm per interval): float reordering on another device
+#: or thread count changes the last bits, a different model changes far more.
+GOLDEN_ATOL = 0.05
+GOLDEN_RTOL = 0.01
+#: Side of the synthetic field of the warm-up run (px).
+_WARMUP_SIZE = 128
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A ready infill method and what it is.
+
+    Attributes
+    ----------
+    method
+        ``method(frames, hole) -> float32 (rows, cols)`` under the baseline contract.
+    release
+        What was loaded: a release or checkpoint directory, or ``baseline:NAME``.
+    variant
+        Network variant or baseline name.
+    sha256
+        Checksum of the weights ("" for a baseline).
+    device
+        Where it runs.
+    interval_minutes
+        Product interval the model was trained for (None: any, a baseline).
+    engine
+        The :class:`~radinfill.model.engine.InfillEngine` (None for a baseline).
+    """
+
+    method: Callable[..., np.ndarray]
+    release: str
+    variant: str
+    sha256: str = ""
+    device: str = "cpu"
+    interval_minutes: int | None = None
+    engine: Any = None
+
+    def suits(self, interval_minutes: int) -> bool:
+        """Whether the model was trained for fields of this interval."""
+        return self.interval_minutes is None or self.interval_minutes == interval_minutes
+
+    def fallback_counts(self) -> dict[str, int]:
+        """The engine's own fallbacks so far (CUDA failures handled inside it)."""
+        return dict(self.engine.fallbacks) if self.engine is not None else {}
+
+
+def load(spec: str, *, device: str = "auto", fallback: str = "advection") -> LoadedModel:
+    """Load, verify, check on the golden input and warm up the model named by ``spec``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown baseline.
+    radinfill.model.registry.RegistryError, radinfill.model.checkpoint.CheckpointError
+        When a release fails its checksums or golden check, or a checkpoint cannot be loaded.
+    """
+    if spec.startswith(BASELINE_PREFIX):
+        name = spec.removeprefix(BASELINE_PREFIX)
+        if not baselines.is_causal(name):
+            raise ValueError(f"{spec}: the service needs a causal baseline")
+        return LoadedModel(baselines.get_method(name), spec, name)
+    from radinfill.model import registry
+    from radinfill.model.engine import InfillEngine
+
+    path = registry.resolve(Path(spec))
+    if (path / registry.CHECKSUMS).exists():
+        registry.verify(path)
+    engine = InfillEngine.from_checkpoint(path, device, fallback=fallback)
+    if (path / registry.GOLDEN).exists():
+        registry.golden_check(engine, path, atol=GOLDEN_ATOL, rtol=GOLDEN_RTOL)
+    _warm_up(engine.infill)
+    meta = engine.metadata
+    return LoadedModel(
+        method=engine.infill,
+        release=str(path),
+        variant=str(meta.get("variant", "unknown")),
+        sha256=str(meta.get("sha256", "")),
+        device=str(engine.device),
+        interval_minutes=int(meta["interval_minutes"]),
+        engine=engine,
+    )
+
+
+def _warm_up(method: Callable[..., np.ndarray]) -> None:
+    """One small inference, so one-off costs (allocator, kernels, CUDA context) are paid before
+    the service reports ready, and a model that cannot run at all fails here."""
+    yy, xx = np.mgrid[:_WARMUP_SIZE, :_WARMUP_SIZE]
+    rain = np.maximum(np.sin(xx / 9.0) * np.cos(yy / 13.0), 0).astype(np.float32)
+    frames = np.stack([np.roll(rain, k, axis=1) for k in range(3)])
+    hole = np.zeros(rain.shape, dtype=bool)
+    hole[40:80, 40:80] = True
+    out = method(frames, hole)
+    if out.shape != rain.shape or not np.isfinite(out[hole]).all():
+        raise ValueError("warm-up inference returned a field of the wrong shape or non-finite")
+
+
+class ModelSlot:
+    """The live model, swapped atomically; readers take :attr:`current` once per product."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self._model = model
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> LoadedModel:
+        """The model to use for the next product."""
+        return self._model
+
+    def swap(self, model: LoadedModel) -> LoadedModel:
+        """Make ``model`` live; returns the previous one (kept by the caller for rollback)."""
+        with self._lock:
+            previous, self._model = self._model, model
+        return previous

@@ -1,0 +1,219 @@
+"""What the service writes per input: the gap-free RADOLAN file, CF-netCDF, a JSON sidecar;
+and the quarantine of inputs it cannot use.
+
+Every file is written temp -> fsync -> rename in its target directory, so a reader (a downstream
+watcher on the output tree) only ever sees complete files, each appearing as one rename. The
+order is RADOLAN, netCDF, sidecar: the sidecar, listing the other files with their checksums,
+appears last, so its presence means the set is complete. A re-run of the same input (after a
+crash between writing and recording) rewrites the same files with the same content.
+
+Writes are retried (tenacity, bounded, never past a shutdown) on transient OS errors only:
+a full disk or a permission error is not transient and fails the product at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tenacity
+
+from radinfill import atomic, netcdf, radolan
+from radinfill.dataset import to_dataset
+from radinfill.model.files import infilled, netcdf_stem
+from radinfill.radolan import Field
+
+__all__ = ["OutputPaths", "Writer", "quarantine", "retrying"]
+
+#: errno values worth a retry: a network file system blip or a busy resource.
+TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.EAGAIN, errno.ESTALE, errno.EINTR, errno.ENOLCK})
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where the outputs of one input go."""
+
+    radolan: Path
+    netcdf: Path
+    sidecar: Path
+
+    def all(self) -> list[Path]:
+        """The three paths, in writing order."""
+        return [self.radolan, self.netcdf, self.sidecar]
+
+
+def output_paths(outgoing: Path, template: str, input_name: str, field: Field) -> OutputPaths:
+    """Output paths for an input file name: the RADOLAN file named by ``template`` (default the
+    input's name, so downstream sees the same names as upstream), the netCDF and the sidecar
+    next to it."""
+    stem = netcdf_stem(input_name)
+    name = template.format(name=input_name, stem=stem, product=field.product, time=field.time)
+    target = outgoing / name
+    base = netcdf_stem(target.name)
+    return OutputPaths(target, target.with_name(f"{base}.nc"), target.with_name(f"{base}.json"))
+
+
+def retrying(stop: threading.Event, on_retry: Callable[[str], None], op: str) -> tenacity.Retrying:
+    """A bounded retry policy for one idempotent I/O operation ``op``.
+
+    At most 5 attempts within 30 s, exponential backoff with jitter, aborted as soon as
+    ``stop`` is set (a shutdown never waits out a backoff); ``on_retry(op)`` counts each retry.
+    """
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_transient),
+        stop=(
+            tenacity.stop_after_attempt(5)
+            | tenacity.stop_after_delay(30)
+            | tenacity.stop_when_event_set(stop)
+        ),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=5),
+        before_sleep=lambda state: on_retry(op),
+        reraise=True,
+    )
+
+
+def _transient(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in TRANSIENT_ERRNOS
+
+
+class Writer:
+    """Writes the outputs of a product (see the module docstring).
+
+    Parameters
+    ----------
+    netcdf, sidecar
+        Whether to write the CF-netCDF file and the JSON sidecar.
+    stop
+        Set on shutdown; aborts retries.
+    on_retry
+        Called with the operation name before each retry (a metric).
+    """
+
+    def __init__(
+        self,
+        *,
+        netcdf: bool = True,
+        sidecar: bool = True,
+        stop: threading.Event | None = None,
+        on_retry: Callable[[str], None] = lambda op: None,
+    ) -> None:
+        self.netcdf, self.sidecar = netcdf, sidecar
+        self.stop = stop if stop is not None else threading.Event()
+        self.on_retry = on_retry
+
+    def write(
+        self,
+        paths: OutputPaths,
+        *,
+        source: bytes,
+        field: Field,
+        hole: np.ndarray,
+        values: np.ndarray | None,
+        provenance: Mapping[str, str],
+        record: Mapping[str, Any],
+    ) -> list[Path]:
+        """Write the outputs; returns the paths written.
+
+        Parameters
+        ----------
+        paths
+            Targets (:func:`output_paths`).
+        source
+            The input file's bytes: copied unchanged when ``values`` is None (no failure hole:
+            downstream still sees every time step, byte-identical).
+        field
+            The decoded input.
+        hole
+            bool ``(rows, cols)``: infilled pixels (the netCDF ``infill_mask``).
+        values
+            The infilled field (mm per interval) or None for a pass-through.
+        provenance
+            netCDF global attributes (strings).
+        record
+            The sidecar's content (JSON values); the output checksums are added.
+        """
+        data = (
+            source
+            if values is None
+            else radolan.dumps(infilled(field, hole, values), paths.radolan.name)
+        )
+        self._io("write_radolan", atomic.write_bytes, paths.radolan, data)
+        written = [paths.radolan]
+        if self.netcdf:
+            output = radolan.loads(data, str(paths.radolan))[0]  # what downstream reads
+            dataset = to_dataset([output])
+            self._io(
+                "write_netcdf",
+                netcdf.write,
+                dataset,
+                paths.netcdf,
+                infill_mask=hole,
+                provenance=provenance,
+            )
+            written.append(paths.netcdf)
+        if self.sidecar:
+            sums = {p.name: _sha256(p) for p in written}
+            content = {**record, "outputs": sums}
+            text = json.dumps(content, indent=2, sort_keys=True, default=_json_default) + "\n"
+            self._io("write_sidecar", atomic.write_bytes, paths.sidecar, text.encode())
+            written.append(paths.sidecar)
+        return written
+
+    def _io(self, op: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        for attempt in retrying(self.stop, self.on_retry, op):
+            with attempt:
+                return function(*args, **kwargs)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+
+def quarantine(
+    directory: Path, source: Path, data: bytes | None, reason: str, kind: str
+) -> Path | None:
+    """Copy a rejected input into ``directory`` with a ``.reason.json`` beside it.
+
+    The input is copied, not moved: the incoming tree belongs to the upstream feed. A name
+    already taken (another file of that name quarantined earlier) gets a content-hash suffix,
+    so nothing in quarantine is overwritten. ``data`` None (an oversized file, never read)
+    writes the reason file only. Returns the quarantined copy's path (None if not copied).
+    """
+    digest = hashlib.sha256(data).hexdigest() if data is not None else ""
+    target = directory / source.name
+    if data is not None and target.exists() and _sha256(target) != digest:
+        target = directory / f"{source.name}.{digest[:12]}"
+    if data is not None:
+        atomic.write_bytes(target, data)
+    note = {
+        "source": str(source),
+        "sha256": digest or None,
+        "copied": data is not None,
+        "kind": kind,
+        "reason": reason,
+        "quarantined_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    text = json.dumps(note, indent=2) + "\n"
+    atomic.write_bytes(target.with_name(target.name + ".reason.json"), text.encode())
+    return target if data is not None else None
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,412 @@
+"""One input file through the service: read, check, find holes, infill, write, record.
+
+:meth:`Pipeline.process` is the whole per-file procedure; the service's worker thread calls it
+for every arrival and acts on the :class:`Result`. Everything it touches is injected (ledger,
+window, model slot, writer, metrics), so tests drive it directly with real files.
+
+Decisions, in order:
+
+1. **Read** the bytes (bounded retries on transient I/O errors). A file that does not decode
+   because it is shorter than its header's ``BY`` length may still be being written: it is
+   retried until ``settle_timeout_s`` after it was first seen, then quarantined as truncated.
+   Every other decoding error quarantines at once, without retries.
+2. **Check** the product: products outside ``[service] products`` (by default: anything but a
+   precipitation amount with failure holes to fill) are ignored; a grid that differs from the
+   product's grid so far is quarantined (``wrong_grid``), as is an archive of several products.
+3. **Ledger**: the same (product, nominal time, content) again is a duplicate (skipped); other
+   content for a slot older than the horizon is late (counted, not processed); otherwise the
+   output gets the next version.
+4. **Holes** (:func:`radinfill.holes.detect`) and the **window** context. No failure hole: the
+   input is passed through byte-identical. Otherwise the model fills the hole; if it raises, or
+   was trained for another product interval, the fallback baseline does and it is counted.
+5. **Write** RADOLAN, netCDF, sidecar (:class:`~radinfill.daemon.outputs.Writer`), then record
+   the version in the ledger: a crash in between re-runs the product with the same version.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from radinfill import code_version, holes, radolan
+from radinfill.daemon import outputs
+from radinfill.daemon.config import ServiceConfig
+from radinfill.daemon.intake import Arrival
+from radinfill.daemon.ledger import Ledger, Verdict
+from radinfill.daemon.models import ModelSlot
+from radinfill.daemon.telemetry import Metrics
+from radinfill.daemon.window import Window
+from radinfill.model import baselines
+from radinfill.radolan import Field, RadolanError
+
+__all__ = ["NotReadyError", "Outcome", "Pipeline", "Result"]
+
+_log = structlog.get_logger("radinfill.service")
+#: Largest input file read (bytes): a compressed DE4800 product with room to spare; larger is
+#: quarantined as oversized rather than read into memory.
+MAX_INPUT_BYTES = 64 * 1024 * 1024
+#: Seconds between retries of a file that is still shorter than its header says.
+INCOMPLETE_RETRY_S = 1.0
+
+
+class Outcome(enum.StrEnum):
+    """What happened to an input (the ``outcome`` label of ``radinfill_products_total``)."""
+
+    PROCESSED = "processed"
+    PASSTHROUGH = "passthrough"
+    DUPLICATE = "duplicate"
+    LATE = "late"
+    IGNORED = "ignored"
+    QUARANTINED = "quarantined"
+    FAILED = "failed"
+
+
+class NotReadyError(Exception):
+    """The file cannot be used yet; try again after ``retry_after`` seconds."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one input, with what the log line and the metrics need."""
+
+    outcome: Outcome
+    product: str = ""
+    nominal: datetime | None = None
+    version: int = 0
+    outputs: tuple[Path, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Pipeline:
+    """The per-file procedure (see the module docstring).
+
+    Parameters
+    ----------
+    config
+        The service configuration.
+    ledger, window, slot, writer, metrics
+        The service's state and collaborators.
+    catalog
+        (product, nominal time) -> input path of every decoded input: the window loads context
+        from it; the pipeline adds to it.
+    clock
+        Wall-clock time (injected for tests).
+    """
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        ledger: Ledger,
+        window: Window,
+        slot: ModelSlot,
+        writer: outputs.Writer,
+        metrics: Metrics,
+        catalog: dict[tuple[str, datetime], Path],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config, self.ledger, self.window, self.slot = config, ledger, window, slot
+        self.writer, self.metrics, self.catalog, self.clock = writer, metrics, catalog, clock
+        self.shapes: dict[str, tuple[int, int]] = {}
+        #: Newest field without failure holes per product, with its context frames: the
+        #: input of the shadow quality check.
+        self.complete: dict[str, tuple[Field, np.ndarray]] = {}
+        self._fallback = baselines.get_method(config.fallback)
+        self._stop = writer.stop
+
+    def process(self, arrival: Arrival) -> Result:
+        """Handle one settled arrival.
+
+        Raises
+        ------
+        NotReadyError
+            If the file may still be incomplete, or is held for a late radar.
+        OSError
+            If reading or writing fails beyond the retries (the product failed).
+        """
+        path = arrival.path
+        started = time.perf_counter()
+        try:
+            data = self._read(path)
+        except _OversizedError as err:
+            return self._quarantine(path, None, "oversized", str(err))
+        sha256 = hashlib.sha256(data).hexdigest()
+        stat = os.stat(path)
+        try:
+            fields = radolan.loads(data, str(path))
+        except RadolanError as err:
+            return self._unreadable(arrival, data, err)
+        read_s = time.perf_counter() - started
+        problem = self._check(fields)
+        if isinstance(problem, Result):
+            self.ledger.note_file(str(path), stat.st_size, stat.st_mtime_ns, problem.outcome)
+            return problem
+        if problem is not None:
+            return self._quarantine(path, data, *problem)
+        (fld,) = fields
+        self.catalog[(fld.product, fld.time)] = path
+        verdict = self.ledger.classify(fld.product, fld.time, sha256)
+        if verdict in (Verdict.DUPLICATE, Verdict.LATE):
+            outcome = Outcome.DUPLICATE if verdict is Verdict.DUPLICATE else Outcome.LATE
+            self.ledger.note_file(str(path), stat.st_size, stat.st_mtime_ns, outcome)
+            return Result(outcome, fld.product, fld.time)
+        self.metrics.last_input_nominal.labels(fld.product).set(fld.time.timestamp())
+
+        t = time.perf_counter()
+        report = holes.detect(fld)
+        holes_s = time.perf_counter() - t
+        wait = self.config.late_radar_wait_s - (self.clock() - arrival.seen)
+        if report.pixels and verdict is Verdict.NEW and wait > 0:
+            raise NotReadyError("holding a field with failure holes for a late radar", wait)
+
+        t = time.perf_counter()
+        context = self.window.context(fld, bool(report.pixels))
+        values, method, fallback = self._infill(fld, report, context.frames)
+        newest = self.complete.get(fld.product)
+        if not report.pixels and (newest is None or newest[0].time <= fld.time):
+            self.complete[fld.product] = (fld, context.frames)
+        infill_s = time.perf_counter() - t
+
+        current = self.ledger.current(fld.product, fld.time)
+        version = 1 if current is None else current.version + 1
+        targets = outputs.output_paths(
+            self.config.outgoing, self.config.output_name, path.name, fld
+        )
+        details = {
+            "hole_pixels": report.pixels,
+            "hole_fraction": report.pixels / max(int(report.coverage.sum()), 1),
+            "missing_radars": sorted(report.missing_radars),
+            "causes": dict(report.causes),
+            "method": method,
+            "fallback": fallback,
+            "window_frames": len(context.present),
+            "window_present": sum(context.present),
+            "window_fill": context.fill,
+        }
+        t = time.perf_counter()
+        written = self.writer.write(
+            targets,
+            source=data,
+            field=fld,
+            hole=report.failure,
+            values=values,
+            provenance=self._provenance(path, sha256, version, details),
+            record=self._record(arrival, fld, sha256, version, verdict, details),
+        )
+        write_s = time.perf_counter() - t
+        entry = self.ledger.record(
+            fld.product,
+            fld.time,
+            sha256,
+            str(path),
+            [str(p) for p in written],
+            method=method,
+            hole_pixels=report.pixels,
+        )
+        self.ledger.note_file(str(path), stat.st_size, stat.st_mtime_ns, "done")
+        self._after_write(targets, written)
+        timings = {"read": read_s, "holes": holes_s, "infill": infill_s, "write": write_s}
+        outcome = Outcome.PROCESSED if values is not None else Outcome.PASSTHROUGH
+        details |= {"verdict": verdict.value, "timings_s": timings}
+        return Result(outcome, fld.product, fld.time, entry.version, tuple(written), details)
+
+    def _read(self, path: Path) -> bytes:
+        """The file's bytes, retried on transient errors; oversized files are refused unread."""
+        for attempt in outputs.retrying(self._stop, self._count_retry, "read_input"):
+            with attempt:
+                size = os.stat(path).st_size
+                if size > MAX_INPUT_BYTES:
+                    raise _OversizedError(size)
+                with open(path, "rb") as f:
+                    return f.read(MAX_INPUT_BYTES + 1)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _count_retry(self, op: str) -> None:
+        self.metrics.io_retries_total.labels(op).inc()
+
+    def _unreadable(self, arrival: Arrival, data: bytes, err: RadolanError) -> Result:
+        """Retry a possibly incomplete file until its settle deadline; else quarantine."""
+        kind = classify_error(err)
+        age = time.monotonic() - arrival.seen_monotonic
+        if kind == "truncated" and age < self.config.settle_timeout_s:
+            raise NotReadyError(str(err), INCOMPLETE_RETRY_S)
+        return self._quarantine(arrival.path, data, kind, str(err))
+
+    def _check(self, fields: list[Field]) -> Result | tuple[str, str] | None:
+        """None if the file is one usable product; an ignore Result, or (kind, reason) to
+        quarantine."""
+        if len(fields) != 1:
+            return "unsupported", f"holds {len(fields)} products; the service takes one per file"
+        (fld,) = fields
+        wanted = self.config.products
+        usable = fld.unit == "mm" and not fld.info.nodata_means_dry and fld.header.raw
+        if (wanted and fld.product not in wanted) or (not wanted and not usable):
+            return Result(Outcome.IGNORED, fld.product, fld.time)
+        if not usable:
+            return "unsupported", f"{fld.product} is not a RADOLAN binary precipitation amount"
+        shape = self.shapes.setdefault(fld.product, fld.values.shape)
+        if shape != fld.values.shape:
+            return (
+                "wrong_grid",
+                f"{fld.product} on a {fld.values.shape[0]}x{fld.values.shape[1]} grid, "
+                f"expected {shape[0]}x{shape[1]} like the product's earlier fields",
+            )
+        return None
+
+    def _quarantine(self, path: Path, data: bytes | None, kind: str, reason: str) -> Result:
+        copy = outputs.quarantine(self.config.quarantine, path, data, reason, kind)
+        sha256 = hashlib.sha256(data).hexdigest() if data is not None else ""
+        self.ledger.quarantine(str(path), sha256, f"{kind}: {reason}")
+        try:
+            stat = os.stat(path)
+            self.ledger.note_file(str(path), stat.st_size, stat.st_mtime_ns, "quarantined")
+        except FileNotFoundError:
+            pass
+        self.metrics.quarantined_total.labels(kind).inc()
+        return Result(
+            Outcome.QUARANTINED, details={"kind": kind, "reason": reason, "copy": str(copy)}
+        )
+
+    def _infill(
+        self, fld: Field, report: holes.HoleReport, frames: np.ndarray
+    ) -> tuple[np.ndarray | None, str, str]:
+        """(values or None for a pass-through, method name, fallback reason or "")."""
+        if not report.pixels:
+            return None, "none", ""
+        model = self.slot.current
+        before = model.fallback_counts()
+        if not model.suits(fld.interval_minutes):
+            reason = "interval"
+        else:
+            try:
+                values = model.method(frames, report.failure)
+            except Exception as err:  # any model failure falls back
+                _log.error("model_failed", product=fld.product, error=repr(err))
+                reason = "model_error"
+            else:
+                inner = {k: v - before.get(k, 0) for k, v in model.fallback_counts().items()}
+                used = [k for k, v in inner.items() if v > 0]
+                if used:  # the engine fell back internally (e.g. CUDA out of memory)
+                    self.metrics.fallbacks_total.labels(fld.product, used[0]).inc()
+                    return values, f"{model.variant} ({used[0]})", used[0]
+                return values, model.variant, ""
+        self.metrics.fallbacks_total.labels(fld.product, reason).inc()
+        return self._fallback(frames, report.failure), self.config.fallback, reason
+
+    def _provenance(
+        self, path: Path, sha256: str, version: int, details: Mapping[str, Any]
+    ) -> dict[str, str]:
+        model = self.slot.current
+        provenance = dict(model.engine.provenance) if model.engine is not None else {}
+        provenance |= {
+            "infill_method": str(details["method"]),
+            "infill_model_release": model.release,
+            "infill_input_file": str(path),
+            "infill_input_sha256": sha256,
+            "infill_output_version": str(version),
+            "infill_hole_pixels": str(details["hole_pixels"]),
+            "infill_missing_radars": ",".join(details["missing_radars"]),
+            "radinfill_version": code_version(),
+        }
+        return provenance
+
+    def _record(
+        self,
+        arrival: Arrival,
+        fld: Field,
+        sha256: str,
+        version: int,
+        verdict: Verdict,
+        details: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        model = self.slot.current
+        return {
+            "product": fld.product,
+            "nominal_time": fld.time,
+            "input": {"path": str(arrival.path), "sha256": sha256, "seen": _utc(arrival.seen)},
+            "version": version,
+            "verdict": verdict.value,
+            "model": {"release": model.release, "variant": model.variant, "sha256": model.sha256},
+            "radinfill_version": code_version(),
+            **details,
+        }
+
+    def _after_write(self, targets: outputs.OutputPaths, written: list[Path]) -> None:
+        """The optional ``latest`` symlink and post-write hook (failures logged, not fatal)."""
+        if self.config.latest_link:
+            link = targets.radolan.parent / "latest"
+            tmp = link.with_name(".latest.tmp")
+            try:
+                tmp.unlink(missing_ok=True)
+                tmp.symlink_to(targets.radolan.name)
+                os.replace(tmp, link)
+            except OSError as err:
+                _log.warning("latest_link_failed", path=str(link), error=str(err))
+        if self.config.post_write_hook:
+            names = {
+                "radolan": targets.radolan,
+                "netcdf": targets.netcdf,
+                "sidecar": targets.sidecar,
+            }
+            argv = [
+                part.format(**{k: str(v) for k, v in names.items()})
+                for part in self.config.post_write_hook
+            ]
+            _run_hook(argv)
+
+
+def _run_hook(argv: list[str]) -> None:
+    """Run the post-write hook (bounded to 60 s); its failure is logged, never fatal."""
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        _log.warning("post_write_hook_failed", argv=argv, error=str(err))
+        return
+    if done.returncode != 0:
+        _log.warning(
+            "post_write_hook_failed",
+            argv=argv,
+            status=done.returncode,
+            stderr=done.stderr.decode(errors="replace")[-500:],
+        )
+
+
+class _OversizedError(OSError):
+    """An input larger than :data:`MAX_INPUT_BYTES` (not transient: never retried)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"{size} bytes is larger than the {MAX_INPUT_BYTES} bytes accepted")
+        self.size = size
+
+
+def classify_error(err: RadolanError) -> str:
+    """The bounded ``reason`` label of a decoding failure, from the codec's message."""
+    reason = err.reason
+    if reason.startswith("truncated"):
+        return "truncated"
+    if "larger than" in reason or reason.startswith("over-long"):
+        return "oversized"
+    if "grid" in reason or "shape" in reason:
+        return "wrong_grid"
+    if "not supported" in reason or "products, expected" in reason:
+        return "unsupported"
+    return "corrupt"
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)

@@ -1,0 +1,472 @@
+"""``radinfill serve``: the long-running service that ties the parts together.
+
+Threads and their jobs::
+
+    main thread      signals (SIGTERM/SIGINT: stop, SIGHUP: reload), model hot swap,
+                     systemd notifications (READY, STATUS, WATCHDOG, STOPPING), gauges
+    observers        watchdog: file events -> WorkQueue (only enqueue)
+    scheduler        APScheduler: reconcile scan, shadow-check trigger, ledger retention
+    worker           WorkQueue -> settle -> Pipeline.process -> metrics + one log line;
+                     the shadow check runs here too, between products
+
+Start-up order follows what systemd's ``Type=notify`` needs: configuration, metrics port,
+ledger, model (loaded, verified and warmed up), observers, startup scan; only then ``READY=1``.
+The backlog found by the scan is worked after READY, behind live files.
+
+``WATCHDOG=1`` is sent only while the worker shows progress (a heartbeat per item or idle
+tick) and every observer thread is alive: a hung inference or a dead observer stops the pings
+and systemd restarts the service. On SIGTERM the worker finishes the product in hand, the
+ledger is closed, ``STOPPING=1`` is sent and :meth:`Service.run` returns 0.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any, BinaryIO
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from radinfill import code_version
+from radinfill.daemon import models, shadow
+from radinfill.daemon.config import ServiceConfig
+from radinfill.daemon.intake import Arrival, WorkQueue, settled
+from radinfill.daemon.ledger import Ledger
+from radinfill.daemon.outputs import Writer
+from radinfill.daemon.pipeline import NotReadyError, Outcome, Pipeline, Result
+from radinfill.daemon.sdnotify import Notifier, watchdog_interval
+from radinfill.daemon.telemetry import Metrics, MetricsServer, configure_logging
+from radinfill.daemon.watcher import Watcher, scan
+from radinfill.daemon.window import Window
+from radinfill.radolan import header as radolan_header
+
+__all__ = ["Service"]
+
+_log = structlog.get_logger("radinfill.service")
+#: The worker counts as stuck when its heartbeat is older than this (s); longer than any one
+#: product takes (seconds on a CPU), shorter than a systemd WatchdogSec of minutes.
+STUCK_AFTER_S = 120.0
+#: Bytes read to find a product header (headers are a few hundred bytes).
+_HEADER_BYTES = 4096
+#: End-to-end latencies kept in memory (:attr:`Service.latencies`).
+LATENCY_HISTORY = 10_000
+#: Longest wait for the worker to finish the product in hand on shutdown (s).
+STOP_TIMEOUT_S = 60.0
+
+
+class Service:
+    """The infill service (see the module docstring).
+
+    Parameters
+    ----------
+    config
+        The validated configuration.
+    notifier
+        systemd notifications (default: from ``NOTIFY_SOCKET``; a no-op without it).
+    metrics
+        The metrics (default: a fresh registry).
+    configure_logs
+        Set up structlog from the configuration (tests that capture logs pass False).
+    """
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        notifier: Notifier | None = None,
+        metrics: Metrics | None = None,
+        configure_logs: bool = True,
+    ) -> None:
+        self.config = config
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.stop_event = threading.Event()
+        self.reload_event = threading.Event()
+        self.shadow_due = threading.Event()
+        self.queue = WorkQueue()
+        self.catalog: dict[tuple[str, datetime], Path] = {}
+        self._sniffed: set[Path] = set()
+        self.heartbeat = time.monotonic()
+        self.processed = 0
+        self.shadow_runs = 0
+        #: End-to-end latencies (s) of the latest outputs, for the demo and benchmarks.
+        self.latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
+        self.last_output: dict[str, datetime] = {}
+        self.server: MetricsServer | None = None
+        self.ledger: Ledger | None = None
+        self.slot: models.ModelSlot | None = None
+        self.pipeline: Pipeline | None = None
+        self.watcher: Watcher | None = None
+        self.scheduler: BackgroundScheduler | None = None
+        self._worker: threading.Thread | None = None
+        self._configure_logs = configure_logs
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT (or :meth:`stop`), shut down; returns 0."""
+        previous = self._install_signals()
+        try:
+            self.start()
+            self._supervise()
+        finally:
+            self.shutdown()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return 0
+
+    def start(self) -> None:
+        """Everything up to READY=1 (see the module docstring)."""
+        config = self.config
+        if self._configure_logs:
+            configure_logging(fmt=config.log_format, level=config.log_level)
+        for directory in (config.outgoing, config.state_dir, config.quarantine):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.server = self.metrics.serve(config.metrics.address, config.metrics.port)
+        self.ledger = Ledger(config.ledger_path, horizon=timedelta(seconds=config.horizon_s))
+        self.notifier.status("loading model")
+        self.slot = models.ModelSlot(self._load_model(config.model, startup=True))
+        self._export_model(self.slot.current)
+        window = Window(config.window, config.max_context, self._locate)
+        writer = Writer(
+            netcdf=config.netcdf,
+            sidecar=config.sidecar,
+            stop=self.stop_event,
+            on_retry=lambda op: self.metrics.io_retries_total.labels(op).inc(),
+        )
+        self.pipeline = Pipeline(
+            config,
+            ledger=self.ledger,
+            window=window,
+            slot=self.slot,
+            writer=writer,
+            metrics=self.metrics,
+            catalog=self.catalog,
+        )
+        self.watcher = Watcher(
+            config.incoming,
+            config.patterns,
+            mode=config.watch,
+            poll_interval_s=config.poll_interval_s,
+            enqueue=self.queue.put,
+        )
+        self.watcher.start()
+        found = self.reconcile(startup=True)
+        self.scheduler = self._schedule()
+        self._worker = threading.Thread(target=self._work, name="radinfill-worker", daemon=True)
+        self._worker.start()
+        self.notifier.ready(self._status())
+        _log.info(
+            "service_ready",
+            model=self.slot.current.release,
+            device=self.slot.current.device,
+            backlog=found,
+            metrics_port=self.server.port,
+            watch_modes={str(k): v for k, v in self.watcher.modes.items()},
+            version=code_version(),
+        )
+
+    def stop(self) -> None:
+        """Ask the service to stop (what SIGTERM does)."""
+        self.stop_event.set()
+
+    def shutdown(self) -> None:
+        """Stop taking work, let the worker finish the product in hand, close everything."""
+        self.stop_event.set()
+        self.notifier.stopping()
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=True)
+            self.scheduler = None
+        if self._worker is not None:
+            self._worker.join(STOP_TIMEOUT_S)
+            if self._worker.is_alive():
+                _log.error("worker_did_not_stop", timeout_s=STOP_TIMEOUT_S)
+            self._worker = None
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        _log.info("service_stopped", processed=self.processed)
+
+    def _install_signals(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return previous
+        handlers: dict[int, Callable[[int, FrameType | None], None]] = {
+            signal.SIGTERM: lambda s, f: self.stop_event.set(),
+            signal.SIGINT: lambda s, f: self.stop_event.set(),
+            signal.SIGHUP: lambda s, f: self.reload_event.set(),
+        }
+        for signum, handler in handlers.items():
+            previous[signum] = signal.signal(signum, handler)
+        return previous
+
+    def _supervise(self) -> None:
+        """The main thread's loop: reloads, health, watchdog pings, status and gauges."""
+        interval = watchdog_interval() or 5.0
+        tick = min(interval, 1.0)
+        last_ping = 0.0
+        while not self.stop_event.wait(tick):
+            if self.reload_event.is_set():
+                self.reload_event.clear()
+                self.reload()
+            self.metrics.queue_depth.set(len(self.queue))
+            self.metrics.oldest_pending_seconds.set(self.queue.oldest_age())
+            now = time.monotonic()
+            if now - last_ping >= interval and self.healthy():
+                self.notifier.watchdog()
+                self.notifier.status(self._status())
+                last_ping = now
+
+    def healthy(self) -> bool:
+        """Worker heartbeat recent and every observer alive (gates WATCHDOG=1)."""
+        worker_ok = self._worker is not None and self._worker.is_alive()
+        fresh = time.monotonic() - self.heartbeat < STUCK_AFTER_S
+        return worker_ok and fresh and self.watcher is not None and self.watcher.alive()
+
+    def _status(self) -> str:
+        model = self.slot.current if self.slot is not None else None
+        last = max(self.last_output.values(), default=None)
+        stamp = f"{last:%Y-%m-%dT%H:%MZ}" if last is not None else "-"
+        name = Path(model.release).name if model is not None else "-"
+        return f"last={stamp} queue={len(self.queue)} processed={self.processed} model={name}"
+
+    # -- model -------------------------------------------------------------------------------
+
+    def _load_model(self, spec: str, *, startup: bool) -> models.LoadedModel:
+        """Load the configured model; at start-up a model that fails falls back to the
+        configured baseline (the service must produce outputs), counted and logged."""
+        try:
+            model = models.load(spec, device=self.config.device, fallback=self.config.fallback)
+        except Exception as err:
+            self.metrics.model_reloads_total.labels("failed").inc()
+            if not startup:
+                raise
+            _log.error("model_load_failed", model=spec, error=str(err), using=self.config.fallback)
+            return models.load(models.BASELINE_PREFIX + self.config.fallback)
+        self.metrics.model_reloads_total.labels("ok").inc()
+        return model
+
+    def reload(self) -> bool:
+        """SIGHUP: load, verify and test the configured model, then swap it in; on any failure
+        keep the running model. Returns whether the swap happened."""
+        assert self.slot is not None
+        self.notifier.reloading()
+        try:
+            model = self._load_model(self.config.model, startup=False)
+        except Exception as err:
+            _log.error("model_reload_failed", model=self.config.model, error=str(err))
+            self.notifier.ready(self._status())
+            return False
+        previous = self.slot.swap(model)
+        self._export_model(model)
+        _log.info("model_reloaded", model=model.release, previous=previous.release)
+        self.notifier.ready(self._status())
+        return True
+
+    def _export_model(self, model: models.LoadedModel) -> None:
+        self.metrics.model_info.info(
+            {
+                "release": model.release,
+                "variant": model.variant,
+                "sha256": model.sha256,
+                "device": model.device,
+                "code_version": code_version(),
+            }
+        )
+
+    # -- discovery ---------------------------------------------------------------------------
+
+    def reconcile(self, startup: bool = False) -> int:
+        """Queue every input on disk not handled yet; returns how many were queued.
+
+        At start-up this is the backlog; later, anything found means events were missed
+        (``radinfill_reconcile_found_total``).
+        """
+        assert self.ledger is not None
+        queued = 0
+        for path in scan(self.config.incoming, self.config.patterns):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            if self.ledger.known_file(str(path), st.st_size, st.st_mtime_ns) is not None:
+                continue
+            self._catalog(path)
+            if self.queue.put(Arrival.now(path, "scan")):
+                queued += 1
+        if queued and not startup:
+            self.metrics.reconcile_found_total.inc(queued)
+            _log.warning("reconcile_found_files", count=queued)
+        return queued
+
+    def _catalog(self, path: Path) -> None:
+        """Remember (product, time) -> path from a file's header, so the window finds context
+        among inputs not processed yet (a backlog, a burst worked newest first)."""
+        if path in self._sniffed:
+            return
+        self._sniffed.add(path)
+        key = sniff_key(path)
+        if key is not None:
+            self.catalog.setdefault(key, path)
+
+    def _locate(self, product: str, nominal: datetime) -> Path | None:
+        path = self.catalog.get((product, nominal))
+        if path is not None:
+            return path
+        if self.ledger is None:
+            return None
+        entry = self.ledger.current(product, nominal)
+        return Path(entry.input_path) if entry is not None else None
+
+    def _schedule(self) -> BackgroundScheduler:
+        config = self.config
+        scheduler = BackgroundScheduler(
+            timezone=UTC,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+        )
+        scheduler.add_job(
+            self.reconcile, "interval", seconds=config.reconcile_interval_s, id="reconcile"
+        )
+        if config.shadow_interval_s > 0:
+            scheduler.add_job(
+                self.shadow_due.set, "interval", seconds=config.shadow_interval_s, id="shadow"
+            )
+        if config.retention_days > 0:
+            scheduler.add_job(self._prune, "interval", hours=1, id="retention")
+        scheduler.start()
+        return scheduler
+
+    def _prune(self) -> None:
+        assert self.ledger is not None
+        cutoff = datetime.now(UTC) - timedelta(days=self.config.retention_days)
+        removed = self.ledger.prune(cutoff)
+        _log.info("ledger_pruned", rows=removed, before=cutoff)
+
+    # -- work --------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        """The worker thread: one arrival at a time until stopped."""
+        while not self.stop_event.is_set():
+            self.heartbeat = time.monotonic()
+            arrival = self.queue.get(timeout=0.5)
+            if arrival is None:
+                if self.shadow_due.is_set():
+                    self.shadow_due.clear()
+                    self._shadow()
+                continue
+            self._handle(arrival)
+
+    def _handle(self, arrival: Arrival) -> None:
+        assert self.pipeline is not None
+        for path in self.queue.paths():
+            self._catalog(path)
+        try:
+            ready, arrival = settled(arrival, self.config.settle_s)
+            overdue = time.monotonic() - arrival.seen_monotonic > self.config.settle_timeout_s
+            if not ready and not overdue:
+                self.queue.defer(arrival, max(self.config.settle_s, 0.2))
+                return
+            result = self.pipeline.process(arrival)
+        except NotReadyError as err:
+            self.queue.defer(arrival, err.retry_after)
+            return
+        except FileNotFoundError:
+            _log.warning("input_vanished", path=str(arrival.path))
+            self.queue.done(arrival)
+            return
+        except Exception as err:
+            self.queue.done(arrival)
+            self.metrics.products_total.labels("", Outcome.FAILED.value).inc()
+            _log.exception("product_failed", path=str(arrival.path), error=str(err))
+            return
+        self.queue.done(arrival)
+        self._account(arrival, result)
+
+    def _account(self, arrival: Arrival, result: Result) -> None:
+        """Metrics and the one log line of a finished input."""
+        metrics, product = self.metrics, result.product
+        metrics.products_total.labels(product, result.outcome.value).inc()
+        fields: dict[str, Any] = {
+            "path": str(arrival.path),
+            "outcome": result.outcome.value,
+            "product": product,
+            "nominal_time": result.nominal.isoformat() if result.nominal else None,
+        }
+        if result.outcome in (Outcome.PROCESSED, Outcome.PASSTHROUGH):
+            done = time.time()
+            assert result.nominal is not None
+            metrics.end_to_end_seconds.labels(product).observe(done - arrival.seen)
+            self.latencies.append(done - arrival.seen)
+            nominal_lag = done - result.nominal.timestamp()
+            metrics.nominal_latency_seconds.labels(product).observe(max(nominal_lag, 0.0))
+            for stage, seconds in result.details["timings_s"].items():
+                metrics.stage_seconds.labels(stage).observe(seconds)
+            metrics.hole_fraction.labels(product).set(result.details["hole_fraction"])
+            metrics.hole_pixels.labels(product).observe(result.details["hole_pixels"])
+            metrics.missing_radars.labels(product).set(len(result.details["missing_radars"]))
+            metrics.window_fill.labels(product).set(result.details["window_fill"])
+            latest = max(self.last_output.get(product, result.nominal), result.nominal)
+            self.last_output[product] = latest
+            metrics.last_output_nominal.labels(product).set(latest.timestamp())
+            self.processed += 1
+            fields |= {
+                "version": result.version,
+                "latency_s": round(done - arrival.seen, 3),
+                "outputs": [str(p) for p in result.outputs],
+                **result.details,
+            }
+        else:
+            fields |= result.details
+        level = "warning" if result.outcome is Outcome.QUARANTINED else "info"
+        getattr(_log, level)("product", **fields)
+
+    def _shadow(self) -> None:
+        """Run the quality estimate on the newest complete field of each product."""
+        assert self.pipeline is not None
+        assert self.slot is not None
+        model = self.slot.current
+        for product, (fld, frames) in list(self.pipeline.complete.items()):
+            try:
+                result = shadow.check(frames, fld.grid, fld.interval_minutes, model.method)
+            except Exception as err:
+                _log.warning("shadow_check_failed", product=product, error=str(err))
+                continue
+            self.metrics.shadow_rmse.labels(product).set(result["rmse"])
+            self.metrics.shadow_csi.labels(product, "1").set(result["csi_1"])
+            self.metrics.shadow_timestamp.labels(product).set(time.time())
+            _log.info("shadow_check", product=product, nominal_time=fld.time.isoformat(), **result)
+        self.shadow_runs += 1
+
+
+def sniff_key(path: Path) -> tuple[str, datetime] | None:
+    """(product, nominal time) from the header at the start of a plain, gzip or bzip2 product
+    file; None for anything else (HDF5, tar, unreadable): those are found when decoded."""
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(3)
+            file.seek(0)
+            stream: BinaryIO = file
+            if magic[:2] == b"\x1f\x8b":
+                stream = gzip.GzipFile(fileobj=file)
+            elif magic == b"BZh":
+                stream = bz2.BZ2File(file)
+            head = stream.read(_HEADER_BYTES)
+        raw, _ = radolan_header.split(head, str(path))
+        hdr = radolan_header.parse(raw, str(path))
+    except (OSError, EOFError, ValueError):
+        return None
+    return hdr.product, hdr.time

@@ -1,0 +1,134 @@
+"""The rolling window: recent fields per product, at the product interval, for the model's context.
+
+The model and the advection fallback see the current field and the ones before it. The window
+keeps, per product, the decoded values of the latest ``max_context`` nominal times and whether
+each had failure holes. A step that never arrived is a gap: its frame is all NaN (no data), so
+the model sees a zero validity mask for it; it is never bridged by the neighbours.
+
+Fields missing from memory (after a restart, or when a backlog is worked newest first) are
+loaded through ``locate(product, time) -> path``, which the service answers from its ledger and
+from the files it has seen: the window is rebuilt from disk, never persisted separately.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from radinfill import holes, radolan
+from radinfill.model import features
+from radinfill.radolan import Field, RadolanError
+
+__all__ = ["Context", "Window"]
+
+#: ``locate(product, nominal_time)`` -> the input file of that field, or None.
+Locate = Callable[[str, datetime], Path | None]
+
+
+@dataclass(frozen=True)
+class _Frame:
+    values: np.ndarray  # float32 (rows, cols), mm per interval, NaN = no data
+    outage: bool  # had failure holes
+
+
+@dataclass(frozen=True)
+class Context:
+    """The frames for one field: float32 ``(T, rows, cols)`` oldest first, the field last.
+
+    ``present`` says which steps arrived (False: a gap, all NaN).
+    """
+
+    frames: np.ndarray
+    present: tuple[bool, ...]
+
+    @property
+    def fill(self) -> float:
+        """Share of the frames that arrived (the ``window_fill`` metric)."""
+        return sum(self.present) / len(self.present)
+
+
+class Window:
+    """Recent fields per product (see the module docstring).
+
+    Parameters
+    ----------
+    window
+        Frames the model sees.
+    max_context
+        Most frames kept per product (the window plus the frames of a long outage).
+    locate
+        Finds the input file of a field not in memory; None disables loading.
+    """
+
+    def __init__(self, window: int, max_context: int, locate: Locate | None = None) -> None:
+        if not 1 <= window <= max_context:
+            raise ValueError(f"need 1 <= window <= max_context, got {window}, {max_context}")
+        self.window, self.max_context, self.locate = window, max_context, locate
+        self._frames: dict[tuple[str, tuple[int, int]], dict[datetime, _Frame]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, field: Field, outage: bool) -> None:
+        """Remember ``field`` (its values and whether it had failure holes)."""
+        with self._lock:
+            frames = self._frames.setdefault(_key(field), {})
+            frames[field.time] = _Frame(field.values, outage)
+            newest = max(frames)
+            oldest = newest - (self.max_context - 1) * field.interval
+            for time in [t for t in frames if t < oldest]:
+                del frames[time]
+
+    def context(self, field: Field, outage: bool) -> Context:
+        """The frames for ``field``: its window, extended back over a running outage to the
+        frames before it began (:func:`radinfill.model.features.context_length`), at most
+        ``max_context``. Remembers ``field`` itself (``outage``: it has failure holes)."""
+        self.put(field, outage)
+        interval = field.interval
+        steps = [field.time - k * interval for k in range(self.max_context - 1, -1, -1)]
+        found = [self._get(field, t) for t in steps]
+        while found[0] is None and len(found) > 1:  # nothing before the first known frame
+            found.pop(0)
+        outage = [f is not None and f.outage for f in found]
+        keep = features.context_length(outage, self.window)
+        found = found[-keep:]
+        nan = np.full(field.values.shape, np.nan, dtype=np.float32)
+        frames = np.stack([nan if f is None else f.values for f in found[:-1]] + [field.values])
+        return Context(frames.astype(np.float32, copy=False), tuple(f is not None for f in found))
+
+    def products(self) -> list[tuple[str, tuple[int, int]]]:
+        """The (product, shape) keys held."""
+        with self._lock:
+            return list(self._frames)
+
+    def _get(self, field: Field, time: datetime) -> _Frame | None:
+        with self._lock:
+            frame = self._frames.get(_key(field), {}).get(time)
+        if frame is not None or self.locate is None or time == field.time:
+            return frame
+        return self._load(field, time)
+
+    def _load(self, field: Field, time: datetime) -> _Frame | None:
+        """Decode the stored input of ``field.product`` at ``time``; None if there is none or
+        it no longer reads (a gap, like a step that never arrived)."""
+        path = self.locate(field.product, time)
+        if path is None:
+            return None
+        try:
+            other = radolan.read_one(path)
+        except (RadolanError, OSError):
+            return None
+        if other.values.shape != field.values.shape or other.time != time:
+            return None
+        frame = _Frame(other.values, bool(holes.detect(other).pixels))
+        with self._lock:
+            frames = self._frames.setdefault(_key(field), {})
+            frames.setdefault(time, frame)
+        return frame
+
+
+def _key(field: Field) -> tuple[str, tuple[int, int]]:
+    return field.product, field.values.shape
