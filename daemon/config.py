@@ -320,7 +320,10 @@ class _Checker:
             if name not in baselines.list_methods() or not baselines.is_causal(name):
                 self.problems.append(f"service.model: {name!r} is not a causal baseline")
             return value
-        return str(_resolve(self.base, value))
+        path = _resolve(self.base, value)
+        if not path.exists():
+            self.problems.append(f"service.{key}: {path} does not exist")
+        return str(path)
 
     def strings(self, key: str) -> tuple[str, ...] | None:
         value = self.table[key]

@@ -141,6 +141,7 @@ class Writer:
         record
             The sidecar's content (JSON values); the output checksums are added.
         """
+        paths.radolan.parent.mkdir(parents=True, exist_ok=True)  # a dated output_name
         data = (
             source
             if values is None

@@ -142,11 +142,10 @@ class Pipeline:
         path = arrival.path
         started = time.perf_counter()
         try:
-            data = self._read(path)
+            data, stat = self._read(path)
         except _OversizedError as err:
             return self._quarantine(path, None, "oversized", str(err))
         sha256 = hashlib.sha256(data).hexdigest()
-        stat = os.stat(path)
         try:
             fields = radolan.loads(data, str(path))
         except RadolanError as err:
@@ -225,23 +224,32 @@ class Pipeline:
         details |= {"verdict": verdict.value, "timings_s": timings}
         return Result(outcome, fld.product, fld.time, entry.version, tuple(written), details)
 
-    def _read(self, path: Path) -> bytes:
-        """The file's bytes, retried on transient errors; oversized files are refused unread."""
+    def _read(self, path: Path) -> tuple[bytes, os.stat_result]:
+        """The file's bytes and its stat, retried on transient errors; oversized files are
+        refused unread.
+
+        The stat is taken before the bytes are read: a file replaced meanwhile (a correction
+        renamed in while this one is worked on, its event dropped) then no longer matches what
+        the ledger notes for the path, so the reconcile scan queues it again.
+        """
         for attempt in outputs.retrying(self._stop, self._count_retry, "read_input"):
-            with attempt:
-                size = os.stat(path).st_size
-                if size > MAX_INPUT_BYTES:
-                    raise _OversizedError(size)
-                with open(path, "rb") as f:
-                    return f.read(MAX_INPUT_BYTES + 1)
+            with attempt, open(path, "rb") as f:
+                stat = os.fstat(f.fileno())
+                if stat.st_size > MAX_INPUT_BYTES:
+                    raise _OversizedError(stat.st_size)
+                return f.read(MAX_INPUT_BYTES + 1), stat
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     def _count_retry(self, op: str) -> None:
         self.metrics.io_retries_total.labels(op).inc()
 
     def _unreadable(self, arrival: Arrival, data: bytes, err: RadolanError) -> Result:
-        """Retry a possibly incomplete file until its settle deadline; else quarantine."""
-        kind = classify_error(err)
+        """Retry a possibly incomplete file until its settle deadline; else quarantine.
+
+        An empty file is incomplete too: a writer that creates the file, closes it and opens
+        it again to write (``touch`` first) sends a close event before the first byte.
+        """
+        kind = "truncated" if not data else classify_error(err)
         age = time.monotonic() - arrival.seen_monotonic
         if kind == "truncated" and age < self.config.settle_timeout_s:
             raise NotReadyError(str(err), INCOMPLETE_RETRY_S)

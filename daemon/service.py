@@ -55,6 +55,9 @@ _log = structlog.get_logger("radinfill.service")
 #: The worker counts as stuck when its heartbeat is older than this (s); longer than any one
 #: product takes (seconds on a CPU), shorter than a systemd WatchdogSec of minutes.
 STUCK_AFTER_S = 120.0
+#: First and longest wait (s) before a reconcile scan retries an input that failed.
+FAILURE_BACKOFF_S = 60.0
+MAX_FAILURE_BACKOFF_S = 3600.0
 #: Bytes read to find a product header (headers are a few hundred bytes).
 _HEADER_BYTES = 4096
 #: End-to-end latencies kept in memory (:attr:`Service.latencies`).
@@ -95,6 +98,9 @@ class Service:
         self.queue = WorkQueue()
         self.catalog: dict[tuple[str, datetime], Path] = {}
         self._sniffed: set[Path] = set()
+        #: Inputs whose processing failed: path -> (failures, monotonic time of the next try);
+        #: reconcile scans retry them with exponential backoff instead of every scan.
+        self._failures: dict[Path, tuple[int, float]] = {}
         self.heartbeat = time.monotonic()
         self.processed = 0
         self.shadow_runs = 0
@@ -305,6 +311,8 @@ class Service:
                 continue
             if self.ledger.known_file(str(path), st.st_size, st.st_mtime_ns) is not None:
                 continue
+            if time.monotonic() < self._failures.get(path, (0, 0.0))[1]:
+                continue
             self._catalog(path)
             if self.queue.put(Arrival.now(path, "scan")):
                 queued += 1
@@ -390,9 +398,15 @@ class Service:
             return
         except Exception as err:
             self.queue.done(arrival)
+            failures = self._failures.get(arrival.path, (0, 0.0))[0] + 1
+            backoff = min(FAILURE_BACKOFF_S * 2 ** (failures - 1), MAX_FAILURE_BACKOFF_S)
+            self._failures[arrival.path] = (failures, time.monotonic() + backoff)
             self.metrics.products_total.labels("", Outcome.FAILED.value).inc()
-            _log.exception("product_failed", path=str(arrival.path), error=str(err))
+            _log.exception(
+                "product_failed", path=str(arrival.path), error=str(err), retry_in_s=backoff
+            )
             return
+        self._failures.pop(arrival.path, None)
         self.queue.done(arrival)
         self._account(arrival, result)
 

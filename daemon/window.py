@@ -89,7 +89,9 @@ class Window:
         self.put(field, outage)
         interval = field.interval
         steps = [field.time - k * interval for k in range(self.max_context - 1, -1, -1)]
-        found = [self._get(field, t) for t in steps]
+        # The field itself is always present, even when it is older than the newest field by
+        # more than max_context steps and put() has just dropped it again (a late backlog).
+        found = [self._get(field, t) for t in steps[:-1]] + [_Frame(field.values, outage)]
         while found[0] is None and len(found) > 1:  # nothing before the first known frame
             found.pop(0)
         outage = [f is not None and f.outage for f in found]

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from radinfill.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from radinfill.model.engine import InfillEngine
+    from radinfill.model.registry import RegistryError
     from radinfill.model.unet import InfillNet, build, list_variants
 
 __all__ = [
     "CheckpointError",
     "InfillEngine",
     "InfillNet",
+    "RegistryError",
     "build",
     "list_variants",
     "load_checkpoint",
@@ -33,6 +35,7 @@ _LAZY = {
     "load_checkpoint": "checkpoint",
     "CheckpointError": "checkpoint",
     "InfillEngine": "engine",
+    "RegistryError": "registry",
 }
 
 

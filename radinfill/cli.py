@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from radinfill.radolan import RadolanError
 
+if TYPE_CHECKING:
+    from radinfill.daemon.config import ServiceConfig
+
 EXIT_ERROR = 1
+#: Exit status of ``radinfill promote`` when the gate rejects the candidate.
+EXIT_REJECTED = 3
+#: Exit status for an invalid service configuration (systemd: do not restart in a loop).
+EXIT_CONFIG = 2
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -55,21 +65,63 @@ def _evaluate(args: argparse.Namespace) -> int:
     from radinfill.train import evaluate
 
     names = args.method or baselines.list_methods()
-    methods = {name: _method(name) for name in names}
-    print(evaluate.run(args.data, methods, Path(args.out)))
-    print(f"\nscores.csv, scores.json, scores.png and example panels in {args.out}")
+    # --method checkpoint:PATH is --checkpoint PATH (torch is loaded only for models)
+    prefix = "checkpoint:"
+    paths = [*(args.checkpoint or [])]
+    paths += [n.removeprefix(prefix) for n in names if n.startswith(prefix)]
+    methods = {n: baselines.get_method(n) for n in names if not n.startswith(prefix)}
+    models = evaluate.model_methods(paths, taken=methods) if paths else []
+    specs = args.data or _held_out_specs(args.samples)
+    result = evaluate.run(specs, methods, Path(args.out), models=models)
+    print(result)
+    print(f"\nreport.html, scores.md, scores.csv, scores.json and figures in {args.out}")
     return 0
 
 
-def _method(spec: str) -> Callable:
-    """A baseline by name, or a model as ``checkpoint:PATH`` (torch is loaded only then)."""
-    if spec.startswith("checkpoint:"):
-        from radinfill.model.engine import method_from_spec
+def _held_out_specs(samples: str | None) -> list[str]:
+    """The held-out data specs; the real sequence from ``samples`` or the default sample root."""
+    from radinfill import demo
+    from radinfill.train import evaluate
 
-        return method_from_spec(spec)
-    from radinfill.model import baselines
+    root = Path(samples) if samples else demo.default_data_dir()
+    if root is None:
+        print("note: sample data not found, held-out set is synthetic only", file=sys.stderr)
+    return evaluate.held_out_specs(root)
 
-    return baselines.get_method(spec)
+
+def _promote(args: argparse.Namespace) -> int:
+    from radinfill.train import promote
+
+    decision = promote.promote(
+        args.candidate,
+        args.registry,
+        specs=args.data or _held_out_specs(args.samples),
+        gate=args.score or promote.DEFAULT_SCORES,
+        tolerance=args.tolerance,
+        force=args.force,
+        out=Path(args.out) if args.out else None,
+    )
+    print(decision.table())
+    if decision.report is not None:
+        print(f"report: {decision.report / 'report.html'}")
+    if decision.promoted and args.reload_pid:
+        _reload(Path(args.reload_pid))
+    return 0 if decision.promoted else EXIT_REJECTED
+
+
+def _reload(pid_file: Path) -> None:
+    """Send SIGHUP to the service whose pid is in ``pid_file``; warn (only) if that fails.
+
+    The release is current already, and the service also notices the new ``current`` link
+    on its own, so a failed signal does not make the promotion fail.
+    """
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as err:
+        print(f"radinfill promote: warning: no reload signal sent: {err}", file=sys.stderr)
+    else:
+        print(f"sent SIGHUP to {pid} ({pid_file})")
 
 
 def _infill(args: argparse.Namespace) -> int:
@@ -99,10 +151,63 @@ def _infill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from radinfill.daemon.service import Service
+
+    settings = _service_config(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    return Service(settings).run()
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    import tomllib
+
+    settings = _service_config(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    for section, values in settings.effective().items():
+        print(f"[{section}]")
+        for key, value in values.items():
+            print(f"{key} = {json.dumps(value)}")
+        print()
+    with open(args.config, "rb") as f:
+        if "train" in tomllib.load(f):
+            from radinfill.train import config as train_config
+
+            try:
+                train_config.load(args.config)
+            except ValueError as err:
+                print(err, file=sys.stderr)
+                return EXIT_CONFIG
+            print("[train] section valid")
+    return 0
+
+
+def _service_config(path: str) -> ServiceConfig | None:
+    """The validated service configuration, or None after printing every problem."""
+    from radinfill.daemon import config
+
+    try:
+        return config.load(path)
+    except config.ConfigError as err:
+        for problem in err.problems:
+            print(f"{err.source}: {problem}", file=sys.stderr)
+        return None
+
+
 def _demo(args: argparse.Namespace) -> int:
     from radinfill import demo
+    from radinfill.radolan.grids import parse_size
 
-    return demo.run(data=args.data, out=Path(args.out), quicklooks=args.quicklooks)
+    return demo.run(
+        Path(args.out),
+        steps=args.steps,
+        grid=parse_size(args.grid),
+        model=args.model,
+        data=Path(args.data) if args.data else None,
+        real=args.real,
+    )
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -132,6 +237,36 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from radinfill.train import config, job, supervise
+
+    overrides = list(args.set or [])
+    if args.checkpoint_dir is not None:  # relative to the working directory, not to the file
+        args.checkpoint_dir = Path(args.checkpoint_dir).absolute()
+    for key in ("variant", "epochs", "checkpoint_dir"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides.append(f"{key}={_toml_literal(value)}")
+    settings = config.load(args.config, overrides)  # a bad file fails here, not N times
+    if args.max_restarts:
+        if supervise.under_launcher():
+            raise ValueError(
+                "--max-restarts restarts a single process; under torchrun use torchrun "
+                "--max-restarts, which restarts all workers together"
+            )
+        sets = [part for item in overrides for part in ("--set", item)]
+        child = [sys.executable, "-m", "radinfill", "train", "--config", args.config, *sets]
+        return supervise.supervise([*child, "--max-restarts", "0"], args.max_restarts)
+    last = job.run(settings)
+    print(f"last snapshot: {last}")
+    return 0
+
+
+def _toml_literal(value: object) -> str:
+    """``value`` as a TOML literal for :func:`radinfill.train.config.override`."""
+    return str(value) if isinstance(value, int) else json.dumps(str(value))
+
+
 def _read(path: str):
     from radinfill import radolan
 
@@ -146,19 +281,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    serve = commands.add_parser(
+        "serve",
+        help="run the near-real-time infill service",
+        description="Watch the incoming directories, infill radar-failure holes in every new "
+        "product and write gap-free RADOLAN, netCDF and JSON outputs. SIGTERM stops, SIGHUP "
+        "reloads the model. Exit status 2 for an invalid configuration.",
+    )
+    serve.add_argument("--config", required=True, help="service TOML file")
+    serve.set_defaults(run=_serve)
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate a service configuration and print the effective settings",
+        description="Validate a radinfill TOML file; print every problem (exit status 2) or "
+        "the effective configuration with defaults filled in.",
+    )
+    check.add_argument("config", help="service TOML file")
+    check.set_defaults(run=_check_config)
+
     demo = commands.add_parser(
         "demo",
-        help="run the main job on the sample data and print a hole report",
-        description="Decode RADOLAN files, detect radar-failure holes, write CF-netCDF and "
-        "quicklooks, and print a hole report.",
+        help="run the infill service on a generated stream and print a summary",
+        description="Start the service on a temporary tree with the shipped model, feed it a "
+        "synthetic RY stream with radar outages (plus the real YW sample sequence when the "
+        "sample data is present), and print products, holes, latency percentiles and scores "
+        "against the synthetic truth.",
+    )
+    demo.add_argument("--out", default="out/demo", help="working directory (replaced)")
+    demo.add_argument("--steps", type=int, default=18, help="synthetic products (default 18)")
+    demo.add_argument("--grid", default="900x900", help="synthetic grid ROWSxCOLS")
+    demo.add_argument(
+        "--model", help="model release/checkpoint or baseline:NAME (default: shipped)"
     )
     demo.add_argument(
-        "--data",
-        help="directory of RADOLAN files (default: ../shared/data/radolan when present)",
+        "--data", help="sample data root (default: ../shared/data/radolan when present)"
     )
-    demo.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
     demo.add_argument(
-        "--quicklooks", type=int, default=6, help="how many quicklook PNGs to draw (default: 6)"
+        "--real",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also feed the real YW sample sequence when present (default: on)",
     )
     demo.set_defaults(run=_demo)
 
@@ -189,8 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="score infill methods on sequences with known truth",
         description="Cut a persisting outage into sequences with known truth, infill it with each "
-        "method as it would run live, and print hole-only scores (mm/h). Writes scores.csv, "
-        "scores.json, a bar chart and example panels.",
+        "method as it would run live, and print hole-only scores (mm/h). Writes report.html "
+        "(self-contained), scores.md, scores.csv, scores.json, a bar chart and example panels.",
     )
     evaluate.add_argument(
         "--method",
@@ -199,15 +362,78 @@ def build_parser() -> argparse.ArgumentParser:
         help="baseline name or checkpoint:PATH of a model (repeatable; default: every baseline)",
     )
     evaluate.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="PATH",
+        help="model checkpoint, release or registry directory to score next to the methods, "
+        "named by its variant (repeatable)",
+    )
+    evaluate.add_argument(
         "--data",
         action="append",
-        required=True,
         metavar="SPEC",
         help="directory of a consecutive RADOLAN sequence, or synth:PRESET[:seed=N][:grid=RxC]"
-        "[:steps=N][:interval=MIN][:duration=N][:radius=KM] (repeatable)",
+        "[:steps=N][:interval=MIN][:duration=N][:radius=KM] (repeatable; default: the held-out "
+        "set, synthetic stratiform, mixed and convective with seed 1000 and the real YW "
+        "2017-08-16 sequence)",
+    )
+    evaluate.add_argument(
+        "--samples",
+        metavar="DIR",
+        help="root of the DWD sample data for the held-out set (default: ../shared/data/radolan "
+        "when present)",
     )
     evaluate.add_argument("--out", default="out/evaluate", help="output directory")
     evaluate.set_defaults(run=_evaluate)
+
+    promote = commands.add_parser(
+        "promote",
+        help="publish a checkpoint as the current model release if it beats the current one",
+        description="Champion/challenger gate: score CANDIDATE and the registry's current "
+        "release on the same held-out cases; if the candidate is no worse on every gate score "
+        "(within --tolerance), publish it as an immutable release with decision.json and "
+        "scores.json and switch REGISTRY/current to it. A rejected candidate's decision goes "
+        "to REGISTRY/rejected/. Exit status: 0 promoted, 3 rejected, 1 error.",
+    )
+    promote.add_argument("candidate", metavar="CANDIDATE", help="checkpoint directory")
+    promote.add_argument("--registry", required=True, metavar="DIR", help="model registry")
+    promote.add_argument(
+        "--data",
+        action="append",
+        metavar="SPEC",
+        help="evaluation data spec as for evaluate (repeatable; default: the held-out set)",
+    )
+    promote.add_argument(
+        "--samples",
+        metavar="DIR",
+        help="root of the DWD sample data for the held-out set (default: ../shared/data/radolan "
+        "when present)",
+    )
+    promote.add_argument(
+        "--score",
+        action="append",
+        metavar="NAME",
+        help="gate score that must not get worse, e.g. rmse or csi_1 (repeatable; default: "
+        "rmse, ame, temporal_corr, spatial_corr, csi_1)",
+    )
+    promote.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="how much further from a score's ideal than the champion the candidate may be "
+        "(absolute, score units; default 0)",
+    )
+    promote.add_argument("--force", action="store_true", help="promote even if the gate fails")
+    promote.add_argument(
+        "--out", metavar="DIR", help="report directory (default: REGISTRY/reports/VERSION)"
+    )
+    promote.add_argument(
+        "--reload-pid",
+        metavar="FILE",
+        help="after a promotion send SIGHUP to the pid in FILE (the running service)",
+    )
+    promote.set_defaults(run=_promote)
 
     infill = commands.add_parser(
         "infill",
@@ -264,6 +490,34 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 2025-06-01T12:00)",
     )
     synth.set_defaults(run=_synth)
+
+    train = commands.add_parser(
+        "train",
+        help="train or resume an infill network (single process or under torchrun)",
+        description="Train the network of the [train] section of a radinfill TOML file. "
+        "Rerunning resumes from the latest snapshot; under torchrun every worker runs this "
+        "command and they train together (DistributedDataParallel).",
+    )
+    train.add_argument("--config", required=True, help="TOML file with a [train] section")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a [train] key, e.g. epochs=2 or data.crop=96 (TOML values; repeatable)",
+    )
+    train.add_argument("--variant", help="network variant (overrides train.variant)")
+    train.add_argument("--epochs", type=int, help="passes over the data (overrides train.epochs)")
+    train.add_argument("--checkpoint-dir", help="snapshot directory (overrides the config)")
+    train.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run training in a child process and restart it up to N times after a crash, "
+        "resuming from the latest snapshot (default 0; under torchrun use torchrun's own "
+        "--max-restarts)",
+    )
+    train.set_defaults(run=_train)
     return parser
 
 

@@ -1,7 +1,11 @@
-"""Plain summaries of a decoded field and its holes, for ``inspect``, the demo and logs."""
+"""Plain summaries of a decoded field and its holes, for ``inspect``, the demo and logs; and
+the Markdown and self-contained HTML building blocks of evaluation reports."""
 
 from __future__ import annotations
 
+import base64
+import html
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -94,3 +98,81 @@ def format_description(record: dict[str, Any]) -> str:
         "  causes    " + "  ".join(f"{k} {v}" for k, v in hole["causes"].items()),
     ]
     return "\n".join(lines)
+
+
+#: Style of :func:`html_page`: readable tables, images scaled to the page width.
+_CSS = (
+    "body{font-family:sans-serif;margin:2em;max-width:1400px}"
+    "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
+    "th,td{border:1px solid #ccc;padding:3px 8px}td{text-align:right}"
+    "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+    "code{background:#f3f3f3}"
+)
+
+
+def markdown_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    strong: Collection[tuple[int, int]] = (),
+) -> str:
+    """A Markdown (GitHub) table: first column left-aligned, the others right-aligned.
+
+    Parameters
+    ----------
+    columns
+        Header cells.
+    rows
+        Body cells as text, one sequence per row (``|`` is escaped).
+    strong
+        ``(row, column)`` indices of body cells to set in bold (e.g. the best value).
+    """
+
+    def cell(text: str, bold: bool) -> str:
+        text = text.replace("|", "\\|")
+        return f"**{text}**" if bold else text
+
+    lines = [
+        "| " + " | ".join(cell(c, False) for c in columns) + " |",
+        "|" + "|".join([":---", *["---:"] * (len(columns) - 1)]) + "|",
+    ]
+    for i, row in enumerate(rows):
+        cells = [cell(text, (i, j) in strong) for j, text in enumerate(row)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def html_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    strong: Collection[tuple[int, int]] = (),
+) -> str:
+    """An HTML ``<table>`` of text cells (escaped); ``strong`` as for :func:`markdown_table`."""
+
+    def cell(text: str, bold: bool) -> str:
+        text = html.escape(text)
+        return f"<td><strong>{text}</strong></td>" if bold else f"<td>{text}</td>"
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(cell(text, (i, j) in strong) for j, text in enumerate(row)) + "</tr>"
+        for i, row in enumerate(rows)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def html_image(png: bytes, alt: str) -> str:
+    """An ``<img>`` whose PNG bytes are embedded as a base64 data URI (no file to ship along)."""
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def html_page(title: str, body: Sequence[str]) -> str:
+    """A complete, self-contained HTML5 page: ``title`` (escaped) and ``body`` HTML fragments."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )

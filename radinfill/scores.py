@@ -33,7 +33,9 @@ no input shape that matches raises an exception.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 from scipy.ndimage import uniform_filter
@@ -42,6 +44,25 @@ from scipy.ndimage import uniform_filter
 FSS_THRESHOLD = 1.0
 FSS_WINDOW = 11
 DEFAULT_THRESHOLDS = (0.1, 1.0, 5.0)
+#: The perfect value of each score, by name or by the kind before ``_T`` (``csi_1`` -> ``csi``).
+#: It fixes the direction in which a score ranks methods: errors and the false-alarm ratio are
+#: better lower (ideal 0); correlations, CSI, POD and FSS higher (ideal 1, their maximum); the
+#: blur ratio is best at 1 (below: a blurred fill, above: spurious texture), not "the higher
+#: the better".
+IDEAL: Mapping[str, float] = MappingProxyType(
+    {
+        "rmse": 0.0,
+        "mae": 0.0,
+        "ame": 0.0,
+        "temporal_corr": 1.0,
+        "spatial_corr": 1.0,
+        "csi": 1.0,
+        "pod": 1.0,
+        "far": 0.0,
+        "fss": 1.0,
+        "blur_ratio": 1.0,
+    }
+)
 
 
 def threshold_key(threshold: float) -> str:
@@ -55,6 +76,29 @@ def score_names(thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> list[str]:
     for kind in ("csi", "pod", "far"):
         names += [f"{kind}_{threshold_key(t)}" for t in thresholds]
     return [*names, "fss", "blur_ratio"]
+
+
+def ideal(name: str) -> float:
+    """The perfect value of score ``name`` (see :data:`IDEAL`).
+
+    Raises
+    ------
+    ValueError
+        For a name that is not a score of :func:`evaluate`.
+    """
+    kind = name if name in IDEAL else name.rpartition("_")[0]
+    if kind not in IDEAL:
+        raise ValueError(f"unknown score {name!r}; known kinds: {', '.join(IDEAL)}")
+    return IDEAL[kind]
+
+
+def distance_to_ideal(name: str, value: float) -> float:
+    """``|value - ideal(name)|``: how far a score is from perfect, in its own units.
+
+    Lower is better for every score, so comparisons of methods (promotion gates, the best
+    value of a report column) need no per-score direction. NaN (undefined) stays NaN.
+    """
+    return math.nan if math.isnan(value) else abs(value - ideal(name))
 
 
 def _as_cube(array: np.ndarray, dtype: type) -> np.ndarray:

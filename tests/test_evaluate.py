@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
-from radinfill import holes
+from radinfill import code_version, holes
 from radinfill.cli import main
+from radinfill.model import build, save_checkpoint
 from radinfill.radolan import grid_for
 from radinfill.radolan.sites import SITES
-from radinfill.train import evaluate
+from radinfill.train import data, evaluate
+from radinfill.train.config import DataConfig
 
 GRID = grid_for(160, 160)
 
@@ -149,3 +156,153 @@ def test_evaluate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert (tmp_path / "scores.csv").read_text().count("\n") == 5  # header + 2 cases x 2 methods
     for name in ("scores.png", "examples_0.png", "examples_1.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+# --- checkpoints as methods, Markdown and HTML reports, the held-out set ------------------------
+
+
+class _Page(HTMLParser):
+    """Tables (rows of cell texts), image sources and headings of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.images: list[str] = []
+        self.headings: list[str] = []
+        self._cell: list[str] | None = None
+        self._heading: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag in ("h1", "h2", "h3"):
+            self._heading = []
+        elif tag == "img":
+            self.images.append(dict(attrs)["src"] or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell))
+            self._cell = None
+        elif tag in ("h1", "h2", "h3") and self._heading is not None:
+            self.headings.append("".join(self._heading))
+            self._heading = None
+
+    def handle_data(self, data: str) -> None:
+        for part in (self._cell, self._heading):
+            if part is not None:
+                part.append(data)
+
+
+def _markdown_tables(text: str) -> dict[str, list[list[str]]]:
+    """Section title -> table rows (cells without the bold marks), header row first."""
+    tables: dict[str, list[list[str]]] = {}
+    title = ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            title = line[3:]
+        elif line.startswith("|") and not line.startswith("|:"):
+            cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+            tables.setdefault(title, []).append(cells)
+    return tables
+
+
+def _tiny_checkpoint(path: Path, seed: int) -> Path:
+    model = build("baseline", widths=(4, 8), kernels=(3, 3))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(
+                torch.randn(parameter.shape, generator=torch.Generator().manual_seed(seed)) * 0.1
+            )
+    meta = {"product": "RY", "interval_minutes": 5, "training": {"step": 100 + seed}}
+    return save_checkpoint(model, path, meta)
+
+
+def test_evaluate_checkpoints_with_markdown_and_html_reports(tmp_path: Path) -> None:
+    first = _tiny_checkpoint(tmp_path / "first", 1)
+    second = _tiny_checkpoint(tmp_path / "second", 2)
+    spec = "synth:stratiform:seed=4:grid=64x64:steps=8:duration=3:radius=30"
+    out = tmp_path / "out"
+    argv = ["evaluate", "--method", "persistence", "--method", f"checkpoint:{second}"]
+    argv += ["--checkpoint", str(first), "--data", spec, "--data", spec.replace("4", "5", 1)]
+    assert main([*argv, "--out", str(out)]) == 0
+    per_case = json.loads((out / "scores.json").read_text())
+    methods = ["persistence", "baseline@first", "baseline@second"]  # one variant: disambiguated
+    assert all(list(results) == methods for results in per_case.values())
+
+    tables = _markdown_tables((out / "scores.md").read_text())
+    assert list(tables) == [*(f"{c} (3 outage steps)" for c in per_case), "mean over 2 cases"]
+    columns = ["RMSE (mm/h)", "AME (mm/h)", "temporal corr", "spatial corr", "CSI 1 mm/h"]
+    names = ["rmse", "ame", "temporal_corr", "spatial_corr", "csi_1"]  # the seed's four first
+    for (_title, rows), case in zip(tables.items(), [*per_case, None], strict=True):
+        header, *body = rows
+        assert header[:6] == ["method", *columns]
+        assert header[6:] == ["FSS", "blur ratio", "s/field"]
+        assert [row[0] for row in body] == methods
+        if case is not None:  # the Markdown shows the JSON's numbers
+            for row in body:
+                for cell, name in zip(row[1:6], names, strict=True):
+                    value = float("nan") if cell == "n/a" else float(cell)
+                    wanted = per_case[case][row[0]][name]
+                    assert value == pytest.approx(wanted, abs=6e-5, nan_ok=True)
+    markdown = (out / "scores.md").read_text()
+    best = min(methods, key=lambda m: per_case[next(iter(per_case))][m]["rmse"])
+    assert f"| {best} | **" in markdown  # the lowest RMSE of the first case is in bold
+
+    page = _Page()
+    page.feed((out / "report.html").read_text())
+    text = (out / "report.html").read_text()
+    assert f"radinfill {code_version()}" in text
+    assert spec in text
+    assert page.headings[0].startswith("Hole-only")
+    checkpoints = next(t for t in page.tables if t[0][:3] == ["method", "variant", "training step"])
+    assert [row[:3] for row in checkpoints[1:]] == [
+        ["baseline@first", "baseline", "101"],
+        ["baseline@second", "baseline", "102"],
+    ]
+    for row, path in zip(checkpoints[1:], (first, second), strict=True):
+        assert row[3] == json.loads((path / "metadata.json").read_text())["sha256"]
+    score_tables = [t for t in page.tables if t[0][0] == "method" and t[0][1] == "RMSE (mm/h)"]
+    assert len(score_tables) == 3  # two cases and the mean
+    assert len(page.images) == 3  # two example panels and the bar chart, nothing linked
+    for source in page.images:
+        prefix, _, data = source.partition(",")
+        assert prefix == "data:image/png;base64"
+        with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as image:
+            image.verify()
+            assert image.format == "PNG"
+
+
+def test_model_method_names(tmp_path: Path) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path / "ck", 1)
+    (model,) = evaluate.model_methods([checkpoint], device="cpu")
+    assert model.name == "baseline"
+    assert model.source == checkpoint.resolve()
+    (renamed,) = evaluate.model_methods([checkpoint], taken={"baseline"}, device="cpu")
+    assert renamed.name == "baseline@ck"
+    with pytest.raises(ValueError, match="given twice"):
+        evaluate.model_methods([checkpoint, tmp_path / "ck"], device="cpu")
+
+
+def test_held_out_set(samples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    specs = evaluate.held_out_specs(samples)
+    assert specs[:3] == [f"synth:{p}:seed=1000" for p in ("stratiform", "mixed", "convective")]
+    assert DataConfig().synthetic_seeds <= evaluate.HELD_OUT_SEED  # never a training seed
+    real = Path(specs[3])
+    case = evaluate.load_case(str(real))
+    assert case.truth.shape == (12, 1100, 900)
+    events = {source.event for source in data.radolan_sequences(real)}
+    assert events == {"YW-20170816"}
+    assert events <= data.HELD_OUT  # training leaves it out
+    assert evaluate.held_out_specs(None) == specs[:3]
+    with pytest.raises(ValueError, match="not found"):
+        evaluate.held_out_specs(tmp_path)
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(evaluate, "run", lambda specs, *a, **k: seen.append(list(specs)) or "")
+    assert main(["evaluate", "--method", "zero", "--samples", str(samples)]) == 0
+    assert seen == [specs]  # no --data: the held-out set

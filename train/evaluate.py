@@ -11,34 +11,58 @@ Outages are placed where they matter: the disc of the radar site that is wettest
 fails and during the outage (dry holes make every method look alike), restricted to pixels that
 have data in every frame (so real sequences can be scored: "synthetic outages cut into complete
 areas").
+
+Model checkpoints are methods like the baselines (:func:`model_methods`); :func:`run` writes
+``scores.csv``, ``scores.json``, ``scores.md`` (Markdown tables), ``report.html`` (one
+self-contained page with the figures embedded and the checkpoints' metadata), ``scores.png``
+and one ``examples_N.png`` per case. :func:`held_out_specs` is the default data set of the
+command and of the promotion gate: cases no training run has seen.
 """
 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import itertools
 import json
+import math
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from radinfill import atomic, holes, scores, synth
+from radinfill import atomic, code_version, holes, report, scores, synth
+from radinfill.model import features
 from radinfill.model.features import DEFAULT_WINDOW
 from radinfill.radolan import Grid, grid_for, read
 from radinfill.radolan.grids import parse_size
 from radinfill.radolan.sites import OPERATIONAL, RADIUS_KM
+
+if TYPE_CHECKING:
+    from radinfill.model.engine import InfillEngine
 
 #: A method under the baseline call contract: ``method(frames, hole, future=None) -> field``.
 Method = Callable[..., np.ndarray]
 #: Frames of context a method gets, and frames after the current one offline methods may use.
 WINDOW = DEFAULT_WINDOW
 FUTURE_STEPS = 3
-#: Complete frames before an outage that stay in a method's history while the outage lasts.
-PRE_OUTAGE_FRAMES = 3
+#: Complete frames before an outage that stay in a method's history while the outage lasts
+#: (the service's rule, shared through :func:`radinfill.model.features.context_length`).
+PRE_OUTAGE_FRAMES = features.PRE_OUTAGE_FRAMES
+#: Seed of the held-out synthetic cases. Training draws its synthetic sequences with seeds
+#: ``0 .. synthetic_seeds - 1`` (a handful), so these sequences were never trained on.
+HELD_OUT_SEED = 1000
+HELD_OUT_PRESETS = ("stratiform", "mixed", "convective")
+#: The held-out real sequence below the sample root: YW 2017-08-16, the event
+#: ``YW-20170816`` that :data:`radinfill.train.data.HELD_OUT` keeps out of training.
+HELD_OUT_SEQUENCE = Path("radolan_to_netcdf") / "radolan_yw"
 
 
 @dataclass(frozen=True)
@@ -194,11 +218,8 @@ def infill_sequence(
     active = case.hole.any(axis=(1, 2))
     output = case.truth.copy()
     for t in case.steps:
-        began = t
-        while began > 0 and active[began - 1]:
-            began -= 1
-        first = max(0, min(t - window + 1, began - PRE_OUTAGE_FRAMES))
-        frames = observed[first : t + 1]
+        length = features.context_length(active[: t + 1], window, PRE_OUTAGE_FRAMES)
+        frames = observed[t + 1 - length : t + 1]
         future = observed[t + 1 : t + 1 + future_steps]
         output[t] = method(frames, case.hole[t], future=future if len(future) else None)
     return output
@@ -288,6 +309,118 @@ def load_case(spec: str) -> Case:
     return real_case(files, name=path.name)
 
 
+def held_out_specs(samples_root: str | os.PathLike[str] | None) -> list[str]:
+    """Data specs of the held-out evaluation set: cases that no training run has seen.
+
+    The three synthetic presets with :data:`HELD_OUT_SEED` on the training grid (256 x 256,
+    24 steps, a 12-step outage), and the real YW 2017-08-16 sequence (1100 x 900, a 4-step
+    outage) below ``samples_root``, the directory of the DWD sample files. The same set ranks
+    the baselines in ``radinfill evaluate`` and gates promotions in ``radinfill promote``.
+
+    Parameters
+    ----------
+    samples_root
+        Root of the sample data (``shared/data/radolan``), or None for the synthetic cases
+        only (a machine without the samples).
+
+    Raises
+    ------
+    ValueError
+        If ``samples_root`` is given but does not hold the YW sequence.
+    """
+    specs = [f"synth:{preset}:seed={HELD_OUT_SEED}" for preset in HELD_OUT_PRESETS]
+    if samples_root is None:
+        return specs
+    real = Path(samples_root) / HELD_OUT_SEQUENCE
+    if not real.is_dir():
+        raise ValueError(f"{real}: held-out YW 2017-08-16 sequence not found")
+    return [*specs, str(real)]
+
+
+@dataclass(frozen=True)
+class ModelMethod:
+    """A model checkpoint scored as a method.
+
+    Attributes
+    ----------
+    name
+        Name in tables: the variant, or ``variant@directory`` where that is ambiguous.
+    source
+        The checkpoint or release directory, symbolic links resolved.
+    engine
+        The loaded engine; ``engine.infill`` is the method and ``engine.metadata`` the
+        checkpoint metadata.
+    """
+
+    name: str
+    source: Path
+    engine: InfillEngine
+
+    def describe(self) -> dict[str, str]:
+        """What a report says about the checkpoint: variant, training step, sha256, ...
+
+        Values are text (``"?"`` where the metadata has none), keys in display order.
+        """
+        meta = self.engine.metadata
+        step = meta.get("training", {}).get("step")
+        return {
+            "method": self.name,
+            "variant": str(meta.get("variant", "?")),
+            "training step": "?" if step is None else str(step),
+            "sha256": str(meta.get("sha256", "?")),
+            "created": str(meta.get("created", "?")),
+            "code version": str(meta.get("code_version", "?")),
+            "path": str(self.source),
+        }
+
+
+def model_methods(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    taken: Collection[str] = (),
+    device: str = "auto",
+) -> list[ModelMethod]:
+    """Load model checkpoints as methods named by their variant.
+
+    Parameters
+    ----------
+    paths
+        Checkpoint directories, release directories or registry directories (their current
+        release), see :func:`radinfill.model.registry.resolve`.
+    taken
+        Names already used (the baselines): a variant clashing with one, or shared by two
+        checkpoints, is named ``variant@directory`` instead.
+    device
+        Device of the engines (``"auto"``: CUDA when available). Engines run without a
+        fallback baseline, so a failing model stops the evaluation instead of being scored
+        under a baseline's results.
+
+    Raises
+    ------
+    ValueError
+        For an empty path, the same checkpoint twice, or names that stay ambiguous.
+    CheckpointError, RegistryError
+        If a checkpoint cannot be resolved or loaded.
+    """
+    from radinfill.model import registry
+    from radinfill.model.engine import InfillEngine
+
+    if any(not str(path) for path in paths):
+        raise ValueError("a checkpoint path is empty")
+    sources = [registry.resolve(path) for path in paths]
+    if len(set(sources)) < len(sources):
+        raise ValueError(f"a checkpoint is given twice: {', '.join(map(str, sources))}")
+    engines = [InfillEngine.from_checkpoint(src, device, fallback=None) for src in sources]
+    variants = [str(engine.metadata["variant"]) for engine in engines]
+    names = [
+        f"{variant}@{source.name}" if variants.count(variant) > 1 or variant in taken else variant
+        for variant, source in zip(variants, sources, strict=True)
+    ]
+    if len({*names, *taken}) < len(names) + len(set(taken)):
+        raise ValueError(f"checkpoint names stay ambiguous: {', '.join(names)}")
+    return [ModelMethod(*entry) for entry in zip(names, sources, engines, strict=True)]
+
+
 #: Columns of the printed table, in order (the CSV/JSON files hold every score).
 TABLE_COLUMNS = (
     "rmse",
@@ -335,34 +468,210 @@ def write_results(
     return csv_path, json_path
 
 
-def run(specs: Sequence[str], methods: Mapping[str, Method], out: Path) -> str:
-    """Score ``methods`` on every case of ``specs``; write tables and figures to ``out``.
+#: Columns of ``scores.md`` and ``report.html`` and their headings: the seed work's four
+#: scores first (RMSE, AME, temporal and spatial correlation), then CSI at 1 mm/h, FSS, the
+#: blur ratio, and the wall time per field.
+REPORT_COLUMNS: Mapping[str, str] = MappingProxyType(
+    {
+        "rmse": "RMSE (mm/h)",
+        "ame": "AME (mm/h)",
+        "temporal_corr": "temporal corr",
+        "spatial_corr": "spatial corr",
+        "csi_1": "CSI 1 mm/h",
+        "fss": "FSS",
+        "blur_ratio": "blur ratio",
+        "seconds_per_field": "s/field",
+    }
+)
 
-    Returns the text of the tables (per case, and the mean over cases when there are several).
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`run` scored and wrote; its ``str`` is the text of the tables.
+
+    Attributes
+    ----------
+    specs
+        The data specs, in order.
+    cases
+        Case name -> method -> score -> value (mm/h; NaN where undefined).
+    mean
+        Method -> score -> mean over the cases.
+    text
+        The fixed-width tables printed by ``radinfill evaluate``.
+    files
+        Every file written.
+    """
+
+    specs: tuple[str, ...]
+    cases: Mapping[str, Mapping[str, Mapping[str, float]]]
+    mean: Mapping[str, Mapping[str, float]]
+    text: str
+    files: tuple[Path, ...]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class _Section:
+    """One table of a report: a case (or the mean) with its scores and figure."""
+
+    title: str
+    spec: str | None
+    results: Mapping[str, Mapping[str, float]]
+    figure: Path
+
+
+def run(
+    specs: Sequence[str],
+    methods: Mapping[str, Method],
+    out: Path,
+    *,
+    models: Sequence[ModelMethod] = (),
+) -> Evaluation:
+    """Score ``methods`` and ``models`` on every case of ``specs``; write tables and figures.
+
+    Writes to ``out``: ``scores.csv``, ``scores.json`` (every score per case and method),
+    ``scores.md``, ``report.html``, ``scores.png`` and ``examples_N.png`` (see the module
+    docstring). Case names that two specs share get the spec appended.
+
+    Raises
+    ------
+    ValueError
+        For a bad spec, no methods or specs, or a model named like a method.
     """
     from radinfill import plots
 
+    every = dict(methods)
+    for model in models:
+        if model.name in every:
+            raise ValueError(f"model {model.name!r} has the name of another method")
+        every[model.name] = model.engine.infill
+    if not every or not specs:
+        raise ValueError("nothing to evaluate: no methods or no data specs")
     out.mkdir(parents=True, exist_ok=True)
     per_case: dict[str, dict[str, dict[str, float]]] = {}
+    sections: list[_Section] = []
     texts = []
     for number, spec in enumerate(specs):
         case = load_case(spec)
-        results, outputs = score_case(case, methods)
-        per_case[case.name] = results
-        texts.append(format_table(f"{case.name} ({len(case.steps)} outage steps)", results))
+        name = case.name if case.name not in per_case else f"{case.name} ({spec})"
+        results, outputs = score_case(case, every)
+        per_case[name] = results
+        title = f"{name} ({len(case.steps)} outage steps)"
+        texts.append(format_table(title, results))
         step = case.steps[len(case.steps) // 2]
         to_rate = 60.0 / case.interval_minutes
-        plots.infill_examples(
+        figure = plots.infill_examples(
             case.truth[step] * to_rate,
             case.hole[step],
-            {name: output[step] * to_rate for name, output in outputs.items()},
+            {method: output[step] * to_rate for method, output in outputs.items()},
             grid=case.grid,
             path=out / f"examples_{number}.png",
-            title=f"{case.name}: outage step {step}",
+            title=f"{name}: outage step {step}",
         )
+        sections.append(_Section(title, spec, results, figure))
     summary = mean_scores(list(per_case.values()))
+    bars = plots.score_bars(summary, path=out / "scores.png", title="hole-only scores (mm/h)")
     if len(per_case) > 1:
         texts.append(format_table(f"mean over {len(per_case)} cases", summary))
-    write_results(out, per_case)
-    plots.score_bars(summary, path=out / "scores.png", title="hole-only scores (mm/h)")
-    return "\n\n".join(texts)
+        sections.append(_Section(f"mean over {len(per_case)} cases", None, summary, bars))
+    stamp = f"radinfill {code_version()}, {datetime.now(UTC).isoformat(timespec='seconds')}"
+    files = [
+        *write_results(out, per_case),
+        _write_markdown(out / "scores.md", stamp, sections),
+        _write_html(out / "report.html", stamp, sections, specs, list(every), models, bars),
+        bars,
+        *(s.figure for s in sections if s.figure != bars),
+    ]
+    return Evaluation(tuple(specs), per_case, summary, "\n\n".join(texts), tuple(files))
+
+
+def _score_rows(
+    results: Mapping[str, Mapping[str, float]],
+) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
+    """Header, text rows and best cells of a report table over :data:`REPORT_COLUMNS`.
+
+    The best cell of each score column is the one closest to the score's ideal value
+    (:func:`radinfill.scores.distance_to_ideal`); ties are all best. Times are not marked.
+    """
+    header = ["method", *REPORT_COLUMNS.values()]
+    rows = [
+        [method, *(_number(values[column]) for column in REPORT_COLUMNS)]
+        for method, values in results.items()
+    ]
+    best: set[tuple[int, int]] = set()
+    for j, column in enumerate(REPORT_COLUMNS, start=1):
+        if column == "seconds_per_field":
+            continue
+        distances = [scores.distance_to_ideal(column, v[column]) for v in results.values()]
+        finite = [d for d in distances if math.isfinite(d)]
+        if finite:
+            best |= {(i, j) for i, d in enumerate(distances) if d == min(finite)}
+    return header, rows, best
+
+
+def _write_markdown(path: Path, stamp: str, sections: Sequence[_Section]) -> Path:
+    """``scores.md``: one Markdown table per case and the mean, best values in bold."""
+    parts = [
+        "# Hole-only infill scores (mm/h)",
+        f"{stamp}. Bold: the best value of a column (closest to the score's ideal: 0 for "
+        "errors, 1 for correlations, CSI, FSS and the blur ratio).",
+    ]
+    for section in sections:
+        header, rows, best = _score_rows(section.results)
+        parts.append(f"## {section.title}")
+        if section.spec is not None:
+            parts.append(f"Data: `{section.spec}`")
+        parts.append(report.markdown_table(header, rows, strong=best))
+    atomic.write_bytes(path, ("\n\n".join(parts) + "\n").encode("utf-8"))
+    return path
+
+
+def _write_html(
+    path: Path,
+    stamp: str,
+    sections: Sequence[_Section],
+    specs: Sequence[str],
+    methods: Sequence[str],
+    models: Sequence[ModelMethod],
+    bars: Path,
+) -> Path:
+    """``report.html``: one self-contained page (figures embedded as data URIs).
+
+    ``stamp`` (code version and time), the data specs and method names; the metadata of every
+    model checkpoint among them (variant, training step, sha256, ...); then per case and for
+    the mean the score table and its figure, and the score bar chart.
+    """
+    described = [model.describe() for model in models]
+    body = [
+        "<h1>Hole-only infill scores (mm/h)</h1>",
+        f"<p>{html.escape(stamp)}. Bold: the best value of a column (closest to the score's "
+        "ideal).</p>",
+        "<h2>Data</h2>",
+        "<ul>" + "".join(f"<li><code>{html.escape(s)}</code></li>" for s in specs) + "</ul>",
+        "<h2>Methods</h2>",
+        "<p>" + html.escape(", ".join(methods)) + "</p>",
+    ]
+    if described:
+        body += [
+            "<h3>Model checkpoints</h3>",
+            report.html_table(list(described[0]), [list(d.values()) for d in described]),
+        ]
+    for section in sections:
+        header, rows, best = _score_rows(section.results)
+        body.append(f"<h2>{html.escape(section.title)}</h2>")
+        if section.spec is not None:
+            body.append(f"<p>Data: <code>{html.escape(section.spec)}</code></p>")
+        body.append(report.html_table(header, rows, strong=best))
+        body.append(report.html_image(section.figure.read_bytes(), section.title))
+    if sections[-1].figure != bars:
+        body += ["<h2>Scores</h2>", report.html_image(bars.read_bytes(), "scores")]
+    page = report.html_page("radinfill evaluation", body)
+    atomic.write_bytes(path, page.encode("utf-8"))
+    return path
+
+
+def _number(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4f}"

@@ -71,6 +71,10 @@ from radinfill.train.losses import MSE_WEIGHT, hole_loss
 EvalFn = Callable[[nn.Module, int], Mapping[str, float]]
 #: ``collate(samples) -> batch``: the DataLoader's ``collate_fn`` (see :func:`train`).
 Collate = Callable[[list[Any]], Mapping[str, torch.Tensor]]
+#: ``on_snapshot(snapshot_dir)``: called on rank 0 after each snapshot is written and logged
+#: (the last one included, also after a stop on a signal), e.g. to draw the loss curves or
+#: report metrics; the other ranks go on meanwhile and wait at the next collective.
+SnapshotHook = Callable[[Path], None]
 #: Signals that request a clean stop at the next step boundary.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 LATEST = "latest"
@@ -235,6 +239,7 @@ def train(
     *,
     collate: Collate | None = None,
     eval_fn: EvalFn | None = None,
+    on_snapshot: SnapshotHook | None = None,
 ) -> Path:
     """Train (or resume training) a network on ``dataset`` and return the last snapshot.
 
@@ -253,6 +258,8 @@ def train(
         default PyTorch's ``default_collate``.
     eval_fn
         Optional scorer called on every rank at each snapshot (see :data:`EvalFn`).
+    on_snapshot
+        Optional rank-0 callback after each snapshot (see :data:`SnapshotHook`).
 
     Returns
     -------
@@ -278,7 +285,7 @@ def train(
     context = _join(timedelta(seconds=config.dist_timeout_s))
     try:
         with _StopFlag() as stop:
-            last = _run(config, _Data(dataset, collate), eval_fn, context, stop)
+            last = _run(config, _Data(dataset, collate), eval_fn, on_snapshot, context, stop)
     except BaseException:
         _leave(context, clean=False)
         raise
@@ -324,6 +331,7 @@ def _run(
     config: TrainConfig,
     data: _Data,
     eval_fn: EvalFn | None,
+    on_snapshot: SnapshotHook | None,
     context: _Context,
     stop: _StopFlag,
 ) -> Path:
@@ -352,7 +360,7 @@ def _run(
     if context.distributed:
         ids = [context.device.index] if context.device.type == "cuda" else None
         wrapped = DistributedDataParallel(model, device_ids=ids)
-    log = _Log(config.log_file if context.leader else None, total_steps)
+    log = _Log(config.log_file if context.leader else None, step, total_steps)
     log.event("resume" if step else "start", step=step, world_size=context.world_size)
     try:
         while step < total_steps:
@@ -374,6 +382,8 @@ def _run(
                     scores = _scores(model, step, eval_fn)
                     last = _snapshot(config, model, optimizer, position, context, scores)
                     log.event("snapshot", step=step, path=str(last), scores=scores)
+                    if on_snapshot is not None and context.leader:
+                        on_snapshot(last)
                 if stopped:
                     log.event("stopped", step=step)
                     return last
@@ -650,14 +660,15 @@ def _resume(
 class _Log:
     """Rank 0's JSONL training log and stderr progress line; silent without a path (rank > 0)."""
 
-    def __init__(self, path: Path | None, total_steps: int) -> None:
+    def __init__(self, path: Path | None, start_step: int, total_steps: int) -> None:
         self._handle: TextIO | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self._total = total_steps
-        self._since = time.perf_counter()
+        self._since = self._began = time.perf_counter()
         self._since_step: int | None = None
+        self._start_step = start_step
 
     def event(self, kind: str, **fields: Any) -> None:
         """Append one record ``{"event": kind, "time": ..., **fields}`` and flush it."""
@@ -668,7 +679,11 @@ class _Log:
         self._handle.flush()
 
     def step(self, step: int, epoch: int, loss: float, lr: float, global_batch: int) -> None:
-        """Log a training step with the throughput since the previous step record."""
+        """Log a training step with the throughput since the previous step record.
+
+        The progress line's ETA uses the mean pace since this process started (snapshots and
+        reports included), steadier than the throughput of the last few steps.
+        """
         if self._handle is None:
             return
         now = time.perf_counter()
@@ -676,9 +691,10 @@ class _Log:
         rate = steps * global_batch / max(now - self._since, 1e-9)
         self._since, self._since_step = now, step
         self.event("step", step=step, epoch=epoch, loss=loss, lr=lr, samples_per_s=rate)
+        eta = (self._total - step) * (now - self._began) / max(step - self._start_step, 1)
         sys.stderr.write(
             f"step {step}/{self._total} epoch {epoch} loss {loss:.4f} lr {lr:.2e} "
-            f"{rate:.1f} samples/s\n"
+            f"{rate:.1f} samples/s eta {_clock_time(eta)}\n"
         )
         sys.stderr.flush()
 
@@ -686,3 +702,9 @@ class _Log:
         """Close the log file."""
         if self._handle is not None:
             self._handle.close()
+
+
+def _clock_time(seconds: float) -> str:
+    """``seconds`` as ``H:MM:SS`` (hours unbounded), for the progress line's ETA."""
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"

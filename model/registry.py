@@ -1,0 +1,420 @@
+"""Model registry: immutable, checksummed releases and an atomically switched ``current`` link.
+
+The service loads its model from a registry directory, the promote job writes into it::
+
+    REGISTRY/
+        releases/
+            <version>/                  one release, never changed after it appears
+                weights.safetensors     copied from the checkpoint
+                metadata.json           copied from the checkpoint (its sha256 names the weights)
+                golden.npz              golden input and the output expected from this model
+                decision.json, ...      extra files of the publisher (the promotion decision)
+                SHA256SUMS              ``sha256sum`` lines over every other file
+        current -> releases/<version>   the release the service runs
+        rejected/<version>.json         decisions of candidates that were not promoted
+
+A release is assembled in a hidden ``releases/.<version>.part-*`` directory, every file written
+and fsynced, and then renamed into place: a release directory that exists is complete, and a
+crash leaves at most a hidden partial directory. Files are made read-only and the directory
+too once it is in place. ``current`` is swapped by creating the symlink ``current.tmp`` and
+renaming it over ``current`` (``rename(2)`` replaces a symlink atomically, ``ln -sfn`` does
+not); its target is relative, so the registry can be moved or mounted elsewhere.
+
+A reloading service resolves the link once (:func:`resolve`), checks the files against
+``SHA256SUMS`` (:func:`verify`), loads the engine from that directory and runs the golden
+input through it (:func:`golden_check`) before it swaps models. The golden input is a small
+synthetic sequence (:data:`GOLDEN_SHAPE`, so the check costs milliseconds) with a wet disc
+outage; the expected output is what the model produced on the CPU when it was published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import uniform_filter
+
+from radinfill import atomic, synth
+from radinfill.model.checkpoint import METADATA, WEIGHTS, read_metadata
+from radinfill.model.engine import InfillEngine
+
+RELEASES = "releases"
+CURRENT = "current"
+REJECTED = "rejected"
+CHECKSUMS = "SHA256SUMS"
+GOLDEN = "golden.npz"
+#: Files every release holds besides the publisher's extra files.
+RELEASE_FILES = (WEIGHTS, METADATA, GOLDEN)
+#: Rows and columns of the golden input (1 km pixels), its rain preset and seed.
+GOLDEN_SHAPE = (128, 128)
+GOLDEN_PRESET = "stratiform"
+GOLDEN_SEED = 7
+#: Radius (pixels) of the golden outage disc and the frames at the end it persists over.
+GOLDEN_RADIUS = 24
+GOLDEN_OUTAGE_FRAMES = 2
+#: Default tolerance of :func:`golden_check` (mm per interval, and relative): float32 on
+#: another device or thread count differs by far less; another model by far more.
+GOLDEN_ATOL = 1e-3
+GOLDEN_RTOL = 1e-2
+#: File mode of release files and directories (read-only for everyone).
+_READ_ONLY_FILE = 0o444
+_READ_ONLY_DIR = 0o555
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class RegistryError(ValueError):
+    """A registry or release that cannot be used; the message names the path and the reason."""
+
+
+def default_version(sha256: str, now: datetime | None = None) -> str:
+    """Release name ``YYYYmmddTHHMMSSZ-<first 8 hex digits of the weights' sha256>``.
+
+    Sorts by publication time, and tells two releases of one second apart by their weights.
+    """
+    stamp = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{stamp:%Y%m%dT%H%M%SZ}-{sha256[:8]}"
+
+
+def publish(
+    checkpoint_dir: str | os.PathLike[str],
+    registry: str | os.PathLike[str],
+    *,
+    version: str | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
+) -> Path:
+    """Copy a checkpoint into ``REGISTRY/releases/<version>`` as a complete, immutable release.
+
+    Parameters
+    ----------
+    checkpoint_dir
+        A checkpoint directory (``weights.safetensors`` + ``metadata.json``; other files of a
+        training snapshot, like the optimizer state, are not copied).
+    registry
+        The registry directory; created if missing.
+    version
+        Release name (letters, digits, ``.``, ``_``, ``-``); default :func:`default_version`.
+    extra_files
+        File name -> contents of further files (e.g. ``decision.json``), written before the
+        release appears; the names of the release's own files are refused.
+
+    Returns
+    -------
+    pathlib.Path
+        The release directory.
+
+    Raises
+    ------
+    RegistryError
+        If the version exists or is not a valid name, an extra file name is not a plain name
+        or clashes with a release file, or the checkpoint's weights do not match its metadata.
+    CheckpointError
+        If the checkpoint cannot be read or loaded.
+    """
+    source = Path(checkpoint_dir)
+    meta = read_metadata(source)
+    weights = _read(source / WEIGHTS)
+    if (actual := hashlib.sha256(weights).hexdigest()) != meta["sha256"]:
+        raise RegistryError(
+            f"{source / WEIGHTS}: sha256 {actual} does not match the metadata ({meta['sha256']})"
+        )
+    version = version or default_version(meta["sha256"])
+    extra = dict(extra_files or {})
+    _check_names(version, extra, source)
+    releases = Path(registry) / RELEASES
+    releases.mkdir(parents=True, exist_ok=True)
+    final = releases / version
+    if final.exists():
+        raise RegistryError(f"{final}: release {version!r} exists; releases are never replaced")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.part-", dir=releases))
+    try:
+        _write(tmp / WEIGHTS, weights)
+        _write(tmp / METADATA, _read(source / METADATA))
+        # The expected output comes from exactly the bytes that were copied.
+        write_golden(InfillEngine.from_checkpoint(tmp, "cpu", fallback=None), tmp / GOLDEN)
+        for name, data in extra.items():
+            _write(tmp / name, data)
+        _write(tmp / CHECKSUMS, _checksum_lines(_digests(tmp)).encode())
+        atomic.fsync_directory(tmp)
+        try:
+            os.rename(tmp, final)  # refuses a non-empty target that appeared meanwhile
+        except OSError as err:
+            raise RegistryError(f"{final}: cannot put the release in place: {err}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    final.chmod(_READ_ONLY_DIR)
+    atomic.fsync_directory(releases)
+    return final
+
+
+def verify(release: str | os.PathLike[str]) -> dict[str, str]:
+    """Check every file of ``release`` against its ``SHA256SUMS``.
+
+    Returns
+    -------
+    dict
+        File name -> hex SHA-256, for every file listed (``SHA256SUMS`` itself excluded).
+
+    Raises
+    ------
+    RegistryError
+        Naming the file: ``SHA256SUMS`` missing or malformed, a listed file missing or with
+        another checksum, a file (or directory) that is not listed, or a release file
+        (:data:`RELEASE_FILES`) that is not there.
+    """
+    directory = Path(release)
+    listed = _parse_checksums(directory / CHECKSUMS)
+    for name in RELEASE_FILES:
+        if name not in listed:
+            raise RegistryError(f"{directory / name}: release file not listed in {CHECKSUMS}")
+    present = {p.name for p in directory.iterdir()} - {CHECKSUMS}
+    if extra := sorted(present - set(listed)):
+        raise RegistryError(f"{directory / extra[0]}: not listed in {CHECKSUMS} (added later?)")
+    for name, expected in listed.items():
+        if name not in present:
+            raise RegistryError(f"{directory / name}: listed in {CHECKSUMS} but missing")
+        if (actual := _sha256(directory / name)) != expected:
+            raise RegistryError(
+                f"{directory / name}: sha256 {actual} differs from {CHECKSUMS} ({expected})"
+            )
+    return listed
+
+
+def is_release(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a release directory (it has ``SHA256SUMS``), not a bare checkpoint.
+
+    A service may also run a bare checkpoint directory (e.g. during development); only a
+    release can be verified and golden-checked.
+    """
+    return (Path(path) / CHECKSUMS).is_file()
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """The model directory ``path`` stands for, with symbolic links resolved once.
+
+    A registry directory (one with ``releases/`` or ``current``) stands for its current
+    release; a release or plain checkpoint directory stands for itself. The answer is an
+    absolute path without links, so a later swap of ``current`` does not change it.
+
+    Raises
+    ------
+    RegistryError
+        If ``path`` is not a directory, or is a registry without a current release.
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise RegistryError(f"{directory}: not a checkpoint, release or registry directory")
+    if (directory / RELEASES).is_dir() or (directory / CURRENT).is_symlink():
+        release = current(directory)
+        if release is None:
+            raise RegistryError(f"{directory}: registry has no current release")
+        return release
+    return directory.resolve(strict=True)
+
+
+def current(registry: str | os.PathLike[str]) -> Path | None:
+    """The release ``REGISTRY/current`` points at (absolute, resolved), or None without one.
+
+    Raises
+    ------
+    RegistryError
+        If ``current`` exists but is not a symbolic link, or points at nothing.
+    """
+    link = Path(registry) / CURRENT
+    if not link.is_symlink():
+        if link.exists():
+            raise RegistryError(f"{link}: not a symbolic link")
+        return None
+    try:
+        return link.resolve(strict=True)
+    except OSError as err:
+        raise RegistryError(f"{link}: dangling link to {os.readlink(link)}: {err}") from None
+
+
+def activate(registry: str | os.PathLike[str], version: str) -> Path:
+    """Point ``REGISTRY/current`` at release ``version`` atomically, after verifying it.
+
+    Returns
+    -------
+    pathlib.Path
+        The release directory now current.
+
+    Raises
+    ------
+    RegistryError
+        If the release does not exist or fails :func:`verify`.
+    """
+    root = Path(registry)
+    release = root / RELEASES / version
+    if not _VERSION.fullmatch(version) or not release.is_dir():
+        raise RegistryError(f"{release}: no such release")
+    verify(release)
+    tmp = root / f"{CURRENT}.tmp"
+    tmp.unlink(missing_ok=True)  # left by a crash before the rename
+    tmp.symlink_to(Path(RELEASES) / version, target_is_directory=True)
+    os.replace(tmp, root / CURRENT)
+    atomic.fsync_directory(root)
+    return release.resolve()
+
+
+def golden_input(window: int, interval_minutes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The golden input: ``window`` synthetic frames with a wet disc outage at the end.
+
+    Returns
+    -------
+    frames, hole
+        float32 ``(window, rows, cols)`` in mm per interval, NaN in the outage over the last
+        :data:`GOLDEN_OUTAGE_FRAMES` frames; bool ``(rows, cols)`` outage of the last frame,
+        a disc of :data:`GOLDEN_RADIUS` pixels centred where the last frames are wettest.
+    """
+    frames = synth.sequence(GOLDEN_SHAPE, window, interval_minutes, GOLDEN_PRESET, GOLDEN_SEED)
+    rows, cols = np.indices(GOLDEN_SHAPE)
+    wetness = uniform_filter(frames[-GOLDEN_OUTAGE_FRAMES:].mean(axis=0), 2 * GOLDEN_RADIUS)
+    inner = slice(GOLDEN_RADIUS, -GOLDEN_RADIUS)
+    row, col = np.unravel_index(np.argmax(wetness[inner, inner]), wetness[inner, inner].shape)
+    hole = np.hypot(rows - row - GOLDEN_RADIUS, cols - col - GOLDEN_RADIUS) < GOLDEN_RADIUS
+    frames[-GOLDEN_OUTAGE_FRAMES:, hole] = np.nan
+    return frames, hole
+
+
+def write_golden(engine: InfillEngine, path: str | os.PathLike[str]) -> Path:
+    """Store the golden input (:func:`golden_input`) and ``engine``'s output for it as ``.npz``.
+
+    Arrays: ``frames`` float32 (T, rows, cols) mm per interval with NaN in the outage,
+    ``hole`` bool (rows, cols), ``expected`` float32 (rows, cols). Written atomically and
+    read-only; readable with ``numpy.load(path, allow_pickle=False)``.
+    """
+    frames, hole = golden_input(engine.window, engine.interval_minutes)
+    expected = engine.infill(frames, hole)
+    target = Path(path)
+    with atomic.replacing(target, _READ_ONLY_FILE) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, frames=frames, hole=hole, expected=expected)
+    return target
+
+
+def golden_check(
+    engine: InfillEngine,
+    release: str | os.PathLike[str],
+    *,
+    atol: float = GOLDEN_ATOL,
+    rtol: float = GOLDEN_RTOL,
+) -> float:
+    """Run the release's golden input through ``engine`` and compare with the stored output.
+
+    Parameters
+    ----------
+    engine
+        The engine about to serve (loaded from ``release``, on its own device and precision).
+    release
+        Release directory holding ``golden.npz``.
+    atol, rtol
+        Allowed difference inside the hole: ``|output - expected| <= atol + rtol *
+        |expected|`` (mm per interval). Half precision on a GPU needs looser values than the
+        defaults.
+
+    Returns
+    -------
+    float
+        Largest absolute difference inside the hole (mm per interval).
+
+    Raises
+    ------
+    RegistryError
+        If ``golden.npz`` is missing or malformed, the engine fell back to a baseline, the
+        hole holds NaN, infinite or negative values, pixels outside the hole changed, or the
+        output differs from the expected one beyond the tolerance.
+    """
+    file = Path(release) / GOLDEN
+    frames, hole, expected = _read_golden(file)
+    fallbacks = sum(engine.fallbacks.values())
+    output = engine.infill(frames, hole)
+    if sum(engine.fallbacks.values()) != fallbacks:
+        raise RegistryError(f"{file}: the model failed on the golden input (baseline used)")
+    filled, wanted = output[hole], expected[hole]
+    if not np.isfinite(filled).all():
+        raise RegistryError(f"{file}: golden output has NaN or infinite values in the hole")
+    if (filled < 0).any():
+        raise RegistryError(f"{file}: golden output has negative values (min {filled.min()})")
+    if not np.array_equal(output[~hole], expected[~hole], equal_nan=True):
+        raise RegistryError(f"{file}: golden output changed pixels outside the hole")
+    difference = np.abs(filled - wanted)
+    if (excess := difference - (atol + rtol * np.abs(wanted))).max(initial=0.0) > 0:
+        worst = int(np.argmax(excess))
+        raise RegistryError(
+            f"{file}: golden output differs from the expected one by up to "
+            f"{difference.max():.3g} mm (at {wanted[worst]:.3g} mm expected; atol {atol:g}, "
+            f"rtol {rtol:g}): another model, or a broken device"
+        )
+    return float(difference.max(initial=0.0))
+
+
+def _read_golden(file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            frames, hole, expected = data["frames"], data["hole"], data["expected"]
+    except (OSError, KeyError, ValueError) as err:
+        raise RegistryError(f"{file}: unreadable golden input: {err}") from None
+    if frames.ndim != 3 or hole.dtype != bool or hole.shape != frames.shape[1:]:
+        raise RegistryError(f"{file}: golden arrays have shapes {frames.shape}, {hole.shape}")
+    if expected.shape != hole.shape:
+        raise RegistryError(f"{file}: golden expected output has shape {expected.shape}")
+    return frames, hole, expected
+
+
+def _check_names(version: str, extra: Mapping[str, bytes], source: Path) -> None:
+    """Refuse a bad version or extra file name before anything is written."""
+    if not _VERSION.fullmatch(version):
+        raise RegistryError(
+            f"{source}: release version {version!r} must be letters, digits, '.', '_', '-'"
+        )
+    for name in extra:
+        if not _VERSION.fullmatch(name) or name in (*RELEASE_FILES, CHECKSUMS):
+            raise RegistryError(f"{source}: extra release file name {name!r} is not allowed")
+
+
+def _read(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except OSError as err:
+        raise RegistryError(f"{file}: cannot read: {err}") from None
+
+
+def _write(file: Path, data: bytes) -> None:
+    atomic.write_bytes(file, data, _READ_ONLY_FILE)
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError as err:
+        raise RegistryError(f"{file}: cannot read: {err}") from None
+    return digest.hexdigest()
+
+
+def _digests(directory: Path) -> dict[str, str]:
+    return {p.name: _sha256(p) for p in sorted(directory.iterdir()) if p.name != CHECKSUMS}
+
+
+def _checksum_lines(digests: Mapping[str, str]) -> str:
+    """``sha256sum`` format (``<hex>  <name>``), so ``sha256sum -c SHA256SUMS`` works too."""
+    return "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items()))
+
+
+def _parse_checksums(file: Path) -> dict[str, str]:
+    listed: dict[str, str] = {}
+    for number, line in enumerate(_read(file).decode("utf-8", "replace").splitlines(), 1):
+        digest, _, name = line.partition("  ")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest) or not _VERSION.fullmatch(name):
+            raise RegistryError(f"{file}:{number}: not a '<sha256>  <name>' line: {line!r:.80}")
+        listed[name] = digest
+    return listed

@@ -1,0 +1,328 @@
+"""Champion/challenger gate: publish a checkpoint as the current release only if it is no worse.
+
+``radinfill promote CANDIDATE --registry DIR`` scores the candidate checkpoint and the current
+release (the champion) on the same held-out cases (:func:`radinfill.train.evaluate.
+held_out_specs` unless data specs are given), with the same protocol as ``radinfill
+evaluate``, and compares the mean of each gate score over the cases. The candidate passes a
+score when its distance to the score's ideal value (:data:`radinfill.scores.IDEAL`: 0 for
+errors, 1 for correlations, CSI, FSS and the blur ratio) is at most the champion's plus
+``tolerance`` (absolute, in the score's units). It is promoted when it passes every gate
+score, when there is no champion yet, or when forced.
+
+A promoted candidate becomes release ``<UTC time>-<sha256 prefix>`` with ``decision.json`` and
+``scores.json`` inside (written before the release directory appears, see
+:mod:`radinfill.model.registry`), and ``current`` is switched to it. A rejected candidate is
+not published: its decision goes to ``REGISTRY/rejected/<version>.json``, and the weights stay
+where they were. Either way the evaluation report (``report.html``, ``scores.md``, ...) is
+written to ``REGISTRY/reports/<version>/`` unless another directory is given.
+
+``decision.json`` holds: ``promoted``, ``forced``, ``version``, ``time``, ``code_version``;
+``candidate`` and ``champion`` (path, release version, variant, sha256, training summary; the
+candidate's version is the one it gets or would have got; champion null without one);
+``data`` (the specs); ``gate`` (score names and tolerance); ``reasons`` (score -> why it
+passed or failed); ``verdicts`` (score -> both values and the outcome); ``scores`` (candidate
+and champion -> every mean score); ``report`` (the report directory). Undefined scores are
+null.
+
+One promotion runs at a time per registry (a lock file), so two jobs cannot both compare
+against the same champion and switch ``current`` one after the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from radinfill import atomic, code_version, scores
+from radinfill.model import registry
+from radinfill.model.checkpoint import read_metadata
+from radinfill.model.engine import InfillEngine
+from radinfill.train import evaluate
+
+#: Scores the gate compares by default: the seed work's four and CSI at 1 mm/h.
+DEFAULT_SCORES = ("rmse", "ame", "temporal_corr", "spatial_corr", "csi_1")
+DECISION = "decision.json"
+SCORES = "scores.json"
+REPORTS = "reports"
+#: Names of the two models in the evaluation report.
+CANDIDATE, CHAMPION = "candidate", "champion"
+_LOCK = ".promote.lock"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's outcome on one score (mean over the cases)."""
+
+    score: str
+    candidate: float
+    champion: float | None
+    passed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What :func:`promote` decided and where it wrote it.
+
+    Attributes
+    ----------
+    promoted
+        Whether the candidate is now the current release.
+    version
+        The candidate's release version (also the name of a rejected decision file).
+    record
+        ``decision.json`` of the new release, or ``rejected/<version>.json``.
+    report
+        Directory of the evaluation report (None when refused before scoring).
+    verdicts
+        One per gate score (empty when the candidate was refused before scoring).
+    content
+        The decision as written (see the module docstring).
+    """
+
+    promoted: bool
+    version: str
+    record: Path
+    report: Path | None
+    verdicts: tuple[Verdict, ...]
+    content: Mapping[str, Any]
+
+    def table(self) -> str:
+        """Fixed-width comparison: score, candidate, champion, ideal, verdict and reason."""
+        lines = [f"{'score':16}{'candidate':>12}{'champion':>12}{'ideal':>8}  verdict"]
+        for v in self.verdicts:
+            champion = "-" if v.champion is None else f"{v.champion:.4f}"
+            outcome = "pass" if v.passed else "FAIL"
+            lines.append(
+                f"{v.score:16}{v.candidate:12.4f}{champion:>12}{scores.ideal(v.score):8g}  "
+                f"{outcome}: {v.reason}"
+            )
+        if not self.verdicts:
+            lines += [f"{key}: {reason}" for key, reason in self.content["reasons"].items()]
+        state = "PROMOTED" if self.promoted else "REJECTED"
+        forced = " (forced)" if self.content["forced"] and self.promoted else ""
+        lines.append(f"{state}{forced}: {self.version} ({self.record})")
+        return "\n".join(lines)
+
+
+def compare(
+    candidate: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    names: Sequence[str],
+    tolerance: float,
+) -> tuple[Verdict, ...]:
+    """Judge the candidate's scores against the champion's, score by score (pure).
+
+    A score passes when the candidate's distance to the ideal value is at most the
+    champion's plus ``tolerance``, when there is no champion, or when the score is undefined
+    (NaN) for the champion; it fails when it is undefined for the candidate only.
+    """
+    verdicts = []
+    for name in names:
+        value = candidate[name]
+        if champion is None:
+            verdicts.append(Verdict(name, value, None, True, "no champion yet"))
+            continue
+        other = champion[name]
+        mine, theirs = (scores.distance_to_ideal(name, v) for v in (value, other))
+        if math.isnan(theirs):
+            passed = True
+            reason = "undefined for both" if math.isnan(mine) else "undefined for the champion"
+        elif math.isnan(mine):
+            passed, reason = False, "undefined for the candidate"
+        else:
+            passed = mine <= theirs + tolerance
+            reason = (
+                f"{'no worse' if passed else 'worse'}: off the ideal by {mine:.4g}, champion "
+                f"by {theirs:.4g}, tolerance {tolerance:g}"
+            )
+        verdicts.append(Verdict(name, value, other, passed, reason))
+    return tuple(verdicts)
+
+
+def promote(
+    candidate: str | os.PathLike[str],
+    registry_dir: str | os.PathLike[str],
+    *,
+    specs: Sequence[str],
+    gate: Sequence[str] = DEFAULT_SCORES,
+    tolerance: float = 0.0,
+    force: bool = False,
+    out: Path | None = None,
+    device: str = "auto",
+) -> Decision:
+    """Evaluate ``candidate`` against the current release; publish and activate it if no worse.
+
+    Parameters
+    ----------
+    candidate
+        Checkpoint (or release) directory of the challenger.
+    registry_dir
+        The registry (created if missing); see :mod:`radinfill.model.registry`.
+    specs
+        Data specs of the evaluation cases (:func:`radinfill.train.evaluate.load_case`).
+    gate
+        Names of the scores that must not get worse (:func:`radinfill.scores.score_names`).
+    tolerance
+        How much further from the ideal than the champion a score may be (>= 0, absolute).
+    force
+        Promote even if the gate fails (recorded in the decision).
+    out
+        Directory of the evaluation report; default ``REGISTRY/reports/<version>``.
+    device
+        Device of the two engines (``"auto"``: CUDA when available).
+
+    Returns
+    -------
+    Decision
+
+    Raises
+    ------
+    ValueError
+        For an unknown gate score, a negative tolerance or no data specs.
+    RegistryError
+        If the current release fails verification, another promotion holds the registry,
+        or publishing fails.
+    CheckpointError
+        If the candidate or the champion cannot be loaded.
+    """
+    _check_gate(gate, tolerance, specs)
+    root = Path(registry_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root):
+        source = registry.resolve(candidate)
+        meta = read_metadata(source)
+        champion_dir = registry.current(root)
+        if champion_dir is not None:
+            registry.verify(champion_dir)
+        version = registry.default_version(meta["sha256"])
+        content: dict[str, Any] = {
+            "promoted": False,
+            "forced": force,
+            "version": version,
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            "code_version": code_version(),
+            "candidate": _identity(source, meta, version),
+            "champion": None
+            if champion_dir is None
+            else _identity(champion_dir, read_metadata(champion_dir), champion_dir.name),
+            "data": list(specs),
+            "gate": {"scores": list(gate), "tolerance": tolerance},
+        }
+        if content["champion"] and content["champion"]["sha256"] == meta["sha256"]:
+            reasons = {"weights": "the candidate has the weights of the current release"}
+            record = _reject(root, version, content | {"reasons": reasons})
+            return Decision(False, version, record, None, (), _read_json(record))
+        report = out or root / REPORTS / version
+        result = _evaluate(source, champion_dir, specs, report, device)
+        mine = result.mean[CANDIDATE]
+        theirs = result.mean.get(CHAMPION)
+        verdicts = compare(mine, theirs, gate, tolerance)
+        promoted = force or all(v.passed for v in verdicts)
+        content |= {
+            "promoted": promoted,
+            "reasons": {v.score: v.reason for v in verdicts},
+            "verdicts": {
+                v.score: {"candidate": v.candidate, "champion": v.champion, "passed": v.passed}
+                for v in verdicts
+            },
+            "scores": {CANDIDATE: dict(mine), CHAMPION: None if theirs is None else dict(theirs)},
+            "report": str(report),
+        }
+        if not promoted:
+            record = _reject(root, version, content)
+            return Decision(False, version, record, report, verdicts, _read_json(record))
+        own = {
+            "data": list(specs),
+            "mean": dict(mine),
+            "cases": {case: dict(results[CANDIDATE]) for case, results in result.cases.items()},
+        }
+        files = {DECISION: _json_bytes(content), SCORES: _json_bytes(own)}
+        release = registry.publish(source, root, version=version, extra_files=files)
+        registry.activate(root, version)
+        record = release / DECISION
+        return Decision(True, version, record, report, verdicts, _read_json(record))
+
+
+def _evaluate(
+    source: Path, champion: Path | None, specs: Sequence[str], out: Path, device: str
+) -> evaluate.Evaluation:
+    """Score the candidate (and the champion) on ``specs`` with the evaluation protocol."""
+    models = [
+        evaluate.ModelMethod(name, path, InfillEngine.from_checkpoint(path, device, fallback=None))
+        for name, path in ((CHAMPION, champion), (CANDIDATE, source))
+        if path is not None
+    ]
+    return evaluate.run(specs, {}, out, models=models)
+
+
+def _check_gate(gate: Sequence[str], tolerance: float, specs: Sequence[str]) -> None:
+    known = scores.score_names()
+    if unknown := [name for name in gate if name not in known]:
+        raise ValueError(f"unknown gate score(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    if not gate:
+        raise ValueError("the gate needs at least one score")
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if not specs:
+        raise ValueError("no evaluation data specs")
+
+
+def _identity(path: Path, meta: Mapping[str, Any], version: str | None) -> dict[str, Any]:
+    """How a decision names a model: path, release version, variant, sha256, training."""
+    return {
+        "path": str(path),
+        "version": version,
+        "variant": meta["variant"],
+        "sha256": meta["sha256"],
+        "training": meta["training"],
+    }
+
+
+def _reject(root: Path, version: str, content: Mapping[str, Any]) -> Path:
+    """Write a rejected candidate's decision to ``REGISTRY/rejected/<version>.json``."""
+    directory = root / registry.REJECTED
+    directory.mkdir(exist_ok=True)
+    record = directory / f"{version}.json"
+    atomic.write_bytes(record, _json_bytes(content))
+    return record
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Hold the registry's promotion lock (released by the kernel if the process dies)."""
+    with open(root / _LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise registry.RegistryError(
+                f"{root / _LOCK}: another promotion is running on this registry"
+            ) from None
+        yield
+
+
+def _json_bytes(value: Any) -> bytes:
+    """Strict JSON (NaN and infinities as null), indented, UTF-8."""
+    return (json.dumps(_finite(value), indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
