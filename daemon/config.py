@@ -48,7 +48,7 @@ import ipaddress
 import os
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,8 @@ _WATCH_MODES = ("auto", "inotify", "polling")
 _LOG_FORMATS = ("auto", "json", "console")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _NAME_FIELDS = {"name", "stem", "product", "time"}
+#: Fields of ``post_write_hook`` arguments: the outputs just written.
+_HOOK_FIELDS = {"radolan", "netcdf", "sidecar"}
 #: Sections a service file may have; [train] belongs to retraining and is not checked here.
 _SECTIONS = {"service", "metrics", "logging", "train"}
 
@@ -234,6 +236,23 @@ def _check_semantics(values: Mapping[str, Any], problems: list[str]) -> None:
     if device not in ("auto", "cpu", "cuda") and not _is_cuda_index(device):
         problems.append("service.device must be auto, cpu, cuda or cuda:N")
     _check_locations(values, problems)
+    _check_hook(values.get("post_write_hook", ()), problems)
+
+
+def _check_hook(argv: Sequence[str], problems: list[str]) -> None:
+    """Hook arguments may use the output paths only (literal braces doubled): an argument
+    that does not format would fail every product after its outputs were written."""
+    for part in argv:
+        try:
+            used = {f for _, f, _, _ in string.Formatter().parse(part) if f is not None}
+        except ValueError as err:
+            problems.append(f"service.post_write_hook: {part!r}: {err}")
+            continue
+        if used - _HOOK_FIELDS:
+            problems.append(
+                f"service.post_write_hook may use {{{'}, {'.join(sorted(_HOOK_FIELDS))}}} only "
+                f"(double literal braces), got {part!r}"
+            )
 
 
 def _check_locations(values: Mapping[str, Any], problems: list[str]) -> None:
@@ -241,7 +260,7 @@ def _check_locations(values: Mapping[str, Any], problems: list[str]) -> None:
     name = values.get("output_name", "{name}")
     if isinstance(name, str):
         try:
-            used = {f for _, f, _, _ in string.Formatter().parse(name) if f}
+            used = {f for _, f, _, _ in string.Formatter().parse(name) if f is not None}
         except ValueError as err:
             problems.append(f"service.output_name: {err}")
         else:

@@ -95,16 +95,20 @@ class WorkQueue:
         self._heap: list[tuple[int, float, int, Path]] = []
         self._entry_of: dict[Path, int] = {}  # the heap entry that is current per path
         self._taken: set[Path] = set()  # handed out by get(), not yet done() or deferred
+        self._again: dict[Path, Arrival] = {}  # seen complete again while taken
         self._count = itertools.count()
         self._ready = threading.Condition()
 
     def put(self, arrival: Arrival) -> bool:
         """Queue ``arrival``; returns False if its path was pending already (then only a
-        complete sighting replaces a partial one, keeping the first-seen time). A path being
-        worked on is not queued again: the reconcile scan finds it if it changed meanwhile."""
+        complete sighting replaces a partial one, keeping the first-seen time). A complete
+        sighting of a path being worked on (a correction renamed in meanwhile) is kept and
+        queued when :meth:`done` releases the path."""
         with self._ready:
             pending = self._pending.get(arrival.path)
             if arrival.path in self._taken:
+                if arrival.via in COMPLETE:
+                    self._again[arrival.path] = arrival
                 return False
             if pending is not None:
                 if arrival.via in COMPLETE and pending.via not in COMPLETE:
@@ -135,6 +139,9 @@ class WorkQueue:
             self._taken.discard(arrival.path)
             self._entry_of.pop(arrival.path, None)
             self._pending.pop(arrival.path, None)
+            again = self._again.pop(arrival.path, None)
+        if again is not None:
+            self.put(again)
 
     def get(self, timeout: float) -> Arrival | None:
         """The next arrival due (live lane first, newest first), waiting up to ``timeout``

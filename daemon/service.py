@@ -137,6 +137,7 @@ class Service:
             configure_logging(fmt=config.log_format, level=config.log_level)
         for directory in (config.outgoing, config.state_dir, config.quarantine):
             directory.mkdir(parents=True, exist_ok=True)
+        _remove_partial_outputs(config.outgoing)
         self.server = self.metrics.serve(config.metrics.address, config.metrics.port)
         self.ledger = Ledger(config.ledger_path, horizon=timedelta(seconds=config.horizon_s))
         self.notifier.status("loading model")
@@ -484,3 +485,12 @@ def sniff_key(path: Path) -> tuple[str, datetime] | None:
     except (OSError, EOFError, ValueError):
         return None
     return hdr.product, hdr.time
+
+
+def _remove_partial_outputs(outgoing: Path) -> None:
+    """Delete temporary files a killed process left in the output tree (``.NAME.part-*`` of
+    :func:`radinfill.atomic.replacing`); complete outputs are never touched."""
+    for path in outgoing.rglob(".*.part-*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            _log.info("removed_partial_output", path=str(path))
