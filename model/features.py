@@ -247,9 +247,7 @@ def _checked_nwp(nwp: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     return nwp
 
 
-def context_length(
-    outage: Sequence[bool], window: int, pre_outage: int = PRE_OUTAGE_FRAMES
-) -> int:
+def context_length(outage: Sequence[bool], window: int, pre_outage: int = PRE_OUTAGE_FRAMES) -> int:
     """How many of the latest frames to hand to a method for the current (last) frame.
 
     Parameters
