@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU torch from the local wheel cache; a GPU server installs CUDA torch first (see README).
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test setup setup-test lint clean
+.PHONY: demo test setup setup-test tools lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ $(VENV)/.setup-test: $(VENV)/.setup
 	touch $@
 
 setup: $(VENV)/.setup
-setup-test: $(VENV)/.setup-test
+setup-test: $(VENV)/.setup-test tools
+
+# promtool (Debian package prometheus) checks deploy/prometheus/alerts.yml in the tests;
+# systemd-analyze (package systemd) checks the units. Installed only where missing.
+tools:
+	@command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
+	@command -v systemd-analyze >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd)
 
 demo: setup
 	$(BIN)/radinfill demo

@@ -3,7 +3,9 @@
 Metrics
     :class:`Metrics` owns every ``radinfill_*`` metric on its own ``CollectorRegistry`` (never the
     process-global one), so two services, or two tests, in one process cannot collide, and the
-    exposition holds only what the service defines. Names follow the Prometheus conventions:
+    exposition holds only what the service defines, plus the standard ``process_*`` metrics
+    (resident memory, CPU seconds, open files, start time; read from ``/proc``, so Linux only)
+    that show a leaking or restarting process. Names follow the Prometheus conventions:
     base units with ``_seconds`` / ``_ratio`` suffixes, ``_total`` counters, timestamps as Unix
     seconds, and only bounded labels (product, stage, outcome, reason) — never a file name,
     time or model version, which go into the ``_info`` metrics instead. Histogram buckets are
@@ -29,7 +31,7 @@ from wsgiref.simple_server import WSGIServer
 
 import prometheus_client
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
 from radinfill import code_version
 
@@ -218,6 +220,7 @@ class Metrics:
 
         self.build_info = Info("radinfill_build", "The radinfill code running.", registry=reg)
         self.build_info.info({"code_version": code_version()})
+        ProcessCollector(registry=reg)
 
     def snapshot(self) -> str:
         """The current metrics in the Prometheus text exposition format."""
