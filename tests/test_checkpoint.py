@@ -51,13 +51,20 @@ def tiny_inputs(seed: int = 0, shape: tuple[int, int] = (40, 56)) -> tuple[torch
 
 
 @pytest.mark.parametrize("variant", list_variants())
-def test_round_trip_gives_bit_identical_outputs(variant: str, tmp_path: Path) -> None:
+def test_round_trip_gives_bit_identical_weights_and_equal_outputs(
+    variant: str, tmp_path: Path
+) -> None:
     model = tiny_model(variant)
     path = save_checkpoint(model, tmp_path / "release", META)
     loaded, meta = load_checkpoint(path)
+    saved, restored = model.state_dict(), loaded.state_dict()
+    assert saved.keys() == restored.keys()
+    assert all(torch.equal(saved[k], restored[k]) for k in saved)
     inputs = tiny_inputs()
     with torch.inference_mode():
-        assert torch.equal(model(*inputs)[0], loaded(*inputs)[0])
+        # Bit-identical weights can still give outputs differing in the last bits: oneDNN picks
+        # its kernels by the alignment of the (here memory-mapped) weight buffers.
+        torch.testing.assert_close(model(*inputs)[0], loaded(*inputs)[0], rtol=1e-5, atol=1e-6)
     assert not loaded.training
     assert meta["variant"] == variant
     assert meta["hparams"] == model.hparams
