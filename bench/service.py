@@ -19,8 +19,8 @@ products with radar outages):
 *Non-model overhead* is the mean of the read, holes and write stages: what the service does
 per product besides the model (decoding, hole detection, window, RADOLAN + netCDF + sidecar
 with fsyncs), printed as a ratio to the floor. *Queue wait* is the rest of the end-to-end
-latency (settling, waiting behind the product in hand, ledger). Default model: the shipped one when installed, else the
-advection baseline (``--model baseline:advection``).
+latency (settling, waiting behind the product in hand, ledger). Default model: the shipped
+one when installed, else the advection baseline (``--model baseline:advection``).
 """
 
 from __future__ import annotations
