@@ -40,8 +40,8 @@ _SAMPLE_DIR = Path("shared") / "data" / "radolan"
 _REAL_SEQUENCE = Path("radolan_to_netcdf") / "radolan_yw"
 #: The shipped default model (a release directory in the checkout's ``assets/``).
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "model"
-#: Seconds between two deliveries (faster than real time, slower than a burst).
-DELIVERY_INTERVAL_S = 0.2
+#: Longest wait (s) for one product's outputs before the next product is delivered anyway.
+DELIVERY_TIMEOUT_S = 60.0
 
 
 def default_data_dir() -> Path | None:
@@ -111,7 +111,7 @@ def run(
     print(f"starting the service with model {spec} (log: {out / 'service.log'}) ...", flush=True)
     service.start()
     try:
-        _deliver(deliveries, config.incoming[0])
+        _deliver(deliveries, config.incoming[0], config.outgoing)
         done = _wait(config.outgoing, len(deliveries), timeout_s)
         service.shadow_due.set()  # one quality estimate on the newest complete field
         _wait_for(lambda: service.shadow_runs > 0, 60.0)
@@ -168,8 +168,10 @@ def _toml(document: dict[str, dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def _deliver(files: list[Path], incoming: Path) -> None:
-    """Copy each file in as an upstream feed would: temporary name, then rename."""
+def _deliver(files: list[Path], incoming: Path, outgoing: Path) -> None:
+    """Copy each file in as an upstream feed would (temporary name, then rename), the next one
+    once the previous one has its outputs: a real feed delivers every 5 minutes, far slower
+    than the service works, so the latencies printed are the service's, not a queue's."""
     incoming.mkdir(parents=True, exist_ok=True)
     for number, source in enumerate(files, 1):
         tmp = incoming / f".{source.name}.tmp"
@@ -177,7 +179,7 @@ def _deliver(files: list[Path], incoming: Path) -> None:
         os.replace(tmp, incoming / source.name)
         if number % 6 == 0 or number == len(files):
             print(f"  delivered {number}/{len(files)}", flush=True)
-        time.sleep(DELIVERY_INTERVAL_S)
+        _wait(outgoing, number, DELIVERY_TIMEOUT_S)
 
 
 def _wait(outgoing: Path, expected: int, timeout_s: float) -> int:
