@@ -61,8 +61,9 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 _NAME_FIELDS = {"name", "stem", "product", "time"}
 #: Fields of ``post_write_hook`` arguments: the outputs just written.
 _HOOK_FIELDS = {"radolan", "netcdf", "sidecar"}
-#: Sections a service file may have; [train] belongs to retraining and is not checked here.
-_SECTIONS = {"service", "metrics", "logging", "train"}
+#: Sections a service file may have; [train] and [retrain] belong to retraining and are not
+#: checked here.
+_SECTIONS = {"service", "metrics", "logging", "train", "retrain"}
 
 
 class ConfigError(ValueError):

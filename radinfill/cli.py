@@ -262,6 +262,12 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrain(args: argparse.Namespace) -> int:
+    from radinfill.train import retrain
+
+    return retrain.retrain(args.config).status
+
+
 def _toml_literal(value: object) -> str:
     """``value`` as a TOML literal for :func:`radinfill.train.config.override`."""
     return str(value) if isinstance(value, int) else json.dumps(str(value))
@@ -518,6 +524,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-restarts)",
     )
     train.set_defaults(run=_train)
+
+    retrain = commands.add_parser(
+        "retrain",
+        help="one scheduled retraining run: train, then promote through the gate, then reload",
+        description="Train a fresh run from the [train] section into [retrain] checkpoint_root/"
+        "run-<UTC time>, put its last snapshot through the champion/challenger gate of the "
+        "[retrain] registry and, after a promotion, reload the service ([retrain] reload). "
+        "Exit status: 0 promoted, 3 rejected, 1 a step failed.",
+    )
+    retrain.add_argument(
+        "--config", required=True, help="TOML file with [train] and [retrain] sections"
+    )
+    retrain.set_defaults(run=_retrain)
     return parser
 
 
