@@ -61,23 +61,11 @@ def floor(files: list[Path], out: Path) -> list[float]:
 
 
 def config(root: Path, model: str):
-    """A service configuration on a fresh tree under ``root``."""
+    """The demo's service configuration on a fresh tree under ``root``."""
     from radinfill.daemon.config import parse
+    from radinfill.demo import service_document
 
-    document = {
-        "service": {
-            "incoming": ["incoming"],
-            "outgoing": "outgoing",
-            "state_dir": "state",
-            "quarantine": "quarantine",
-            "model": model,
-            "watch": "inotify",
-            "settle_s": 0.2,
-            "shadow_interval_s": 0,
-        },
-        "metrics": {"port": 0},
-    }
-    return parse(document, base=root)
+    return parse(service_document(model), base=root)
 
 
 def run_service(root: Path, model: str, files: list[Path], interval: float | None) -> dict:

@@ -101,7 +101,7 @@ def run(
         deliveries += real_files
         print(f"adding {len(real_files)} real YW products of 2017-08-16 (Quelle: DWD)")
     spec = model or default_model()
-    document = _config(out, spec)
+    document = service_document(spec)
     (out / "service.toml").write_text(_toml(document))
     config = parse(document, base=out, source=str(out / "service.toml"))
 
@@ -140,7 +140,9 @@ def run(
     return 0
 
 
-def _config(out: Path, model: str) -> dict[str, dict[str, object]]:
+def service_document(model: str) -> dict[str, dict[str, object]]:
+    """The service configuration of a throw-away tree (paths relative to its root): inotify,
+    a free metrics port, no scheduled shadow check. Also the benchmark's configuration."""
     return {
         "service": {
             "incoming": ["incoming"],
