@@ -9,6 +9,7 @@ is reported at once, one line each, so an operator fixes a file in one round::
     products = ["RY", "RW", "YW"]             # product ids processed (empty: every amount product)
     outgoing = "/srv/radolan/infilled"
     output_name = "{name}"                    # also {product}, {stem}, {time:%Y%m%d%H%M}
+    output_mode = "0644"                      # outputs' file mode (no x bits, never o+w)
     state_dir = "/var/lib/radinfill"
     quarantine = "/var/lib/radinfill/quarantine"
     model = "/var/lib/radinfill/models"       # registry, release, checkpoint or baseline:NAME
@@ -39,6 +40,12 @@ is reported at once, one line each, so an operator fixes a file in one round::
     level = "info"
 
 Relative paths are relative to the configuration file.
+
+``output_name`` must give a relative path inside ``outgoing`` (checked on a sample here and on
+every product: an input whose name would leave ``outgoing`` is quarantined). Directories the
+service creates get mode 0755 (outputs) or 0750 (state, quarantine) whatever the umask;
+``output_mode`` is the mode of the RADOLAN, netCDF and sidecar files, an octal string or a TOML
+octal integer (``0o640``), never executable and never writable by others.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ import string
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +67,8 @@ _WATCH_MODES = ("auto", "inotify", "polling")
 _LOG_FORMATS = ("auto", "json", "console")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _NAME_FIELDS = {"name", "stem", "product", "time"}
+#: Product time of the sample an ``output_name`` is tried on.
+_SAMPLE_TIME = datetime(2025, 6, 1, 12, 50, tzinfo=UTC)
 #: Fields of ``post_write_hook`` arguments: the outputs just written.
 _HOOK_FIELDS = {"radolan", "netcdf", "sidecar"}
 #: Sections a service file may have; [train] and [retrain] belong to retraining and are not
@@ -95,6 +105,7 @@ class ServiceConfig:
     patterns: tuple[str, ...] = ("*",)
     products: tuple[str, ...] = ()
     output_name: str = "{name}"
+    output_mode: int = 0o644
     device: str = "auto"
     window: int = 6
     max_context: int = 24
@@ -128,6 +139,7 @@ class ServiceConfig:
             for f in dataclasses.fields(self)
             if f.name not in ("metrics", "log_format", "log_level")
         }
+        values["output_mode"] = f"{self.output_mode:04o}"
         return {
             "service": values,
             "metrics": {"address": self.metrics.address, "port": self.metrics.port},
@@ -212,6 +224,7 @@ def _service_values(
         ),
         **dict.fromkeys(("netcdf", "sidecar", "latest_link"), check.boolean),
         **dict.fromkeys(("output_name", "device", "fallback", "watch"), check.string),
+        "output_mode": check.file_mode,
     }
     values |= {key: read(key) for key, read in readers.items() if key in service}
     defaults = ServiceConfig.__dataclass_fields__
@@ -269,8 +282,8 @@ def _check_locations(values: Mapping[str, Any], problems: list[str]) -> None:
                 problems.append(
                     f"service.output_name may use {{{'}, {'.join(sorted(_NAME_FIELDS))}}} only"
                 )
-            if name.startswith("/") or ".." in name.split("/"):
-                problems.append("service.output_name must stay inside service.outgoing")
+            elif problem := _name_problem(name):
+                problems.append(f"service.output_name {problem}")
     outgoing, incoming = values.get("outgoing"), values.get("incoming", ())
     if outgoing is not None and any(_same(outgoing, d) for d in incoming):
         problems.append("service.outgoing must not be one of the incoming directories")
@@ -279,6 +292,22 @@ def _check_locations(values: Mapping[str, Any], problems: list[str]) -> None:
         problems.append("service.quarantine must not be one of the incoming directories")
     if values.get("settle_timeout_s", 120.0) < values.get("settle_s", 2.0):
         problems.append("service.settle_timeout_s must be >= service.settle_s")
+
+
+def _name_problem(template: str) -> str | None:
+    """Why ``template`` cannot name outputs, tried on a sample product (an absolute path, a
+    ``..`` or empty component, also one a ``{time:...}`` format writes; a bad format spec);
+    None if it can. Every product's name is checked again when it is written."""
+    from radinfill.daemon import outputs
+
+    sample = "raa01-rw_10000-2506011250-dwd---bin"
+    try:
+        outputs.output_name(template, name=sample, stem=sample, product="RW", time=_SAMPLE_TIME)
+    except outputs.OutputPathError:
+        return "must stay inside service.outgoing"
+    except ValueError as err:
+        return f"does not format: {err}"
+    return None
 
 
 def _check_metrics(address: Any, port: Any, problems: list[str]) -> None:
@@ -373,6 +402,23 @@ class _Checker:
             self.problems.append(f"service.{key} must be a number >= {minimum:g}")
             return None
         return float(value)
+
+    def file_mode(self, key: str) -> int | None:
+        """An octal mode ("0644" or 0o644) without execute bits, not writable by others."""
+        value = self.table[key]
+        if isinstance(value, str):
+            try:
+                value = int(value, 8)
+            except ValueError:
+                value = None
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777
+        if not ok or value & 0o113:  # an execute bit, or writable by others
+            self.problems.append(
+                f"service.{key} must be an octal file mode without execute bits and not "
+                f'writable by others, e.g. "0644", got {self.table[key]!r}'
+            )
+            return None
+        return value
 
     def boolean(self, key: str) -> bool | None:
         value = self.table[key]

@@ -11,19 +11,51 @@ event makes a file complete, a poll sighting does not).
 or rename-in is complete; one seen only by polling or a scan is complete once its size and
 mtime did not change over ``settle_s`` (checked on two visits). A file not yet settled is
 deferred, not dropped.
+
+Inputs are opened with :func:`open_input` only: never through a symbolic link, never a FIFO or
+device, so nothing placed in an incoming directory can make the service read a file elsewhere
+with its own rights, or block its worker.
 """
 
 from __future__ import annotations
 
+import bz2
+import errno
+import gzip
 import heapq
 import itertools
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["COMPLETE", "Arrival", "WorkQueue", "settled"]
+from radinfill.radolan import header as radolan_header
+
+__all__ = [
+    "COMPLETE",
+    "Arrival",
+    "NotRegularFileError",
+    "WorkQueue",
+    "open_input",
+    "settled",
+    "sniff_key",
+]
+
+#: Bytes read to find a product header (headers are a few hundred bytes).
+_HEADER_BYTES = 4096
+
+#: What :func:`open_input` calls the files it refuses.
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFCHR: "a device",
+    stat.S_IFBLK: "a device",
+    stat.S_IFSOCK: "a socket",
+}
 
 #: How a file was seen; these mean the writer is done (close-after-write, rename-in).
 COMPLETE = frozenset({"closed", "moved"})
@@ -207,3 +239,62 @@ class WorkQueue:
         for entry in deferred:
             heapq.heappush(self._heap, entry)
         return found, wait
+
+
+def sniff_key(path: Path) -> tuple[str, datetime] | None:
+    """(product, nominal time) from the header at the start of a plain, gzip or bzip2 product
+    file; None for anything else (HDF5, tar, unreadable): those are found when decoded."""
+    try:
+        with open_input(path) as file:
+            magic = file.read(3)
+            file.seek(0)
+            stream: BinaryIO = file
+            if magic[:2] == b"\x1f\x8b":
+                stream = gzip.GzipFile(fileobj=file)
+            elif magic == b"BZh":
+                stream = bz2.BZ2File(file)
+            head = stream.read(_HEADER_BYTES)
+        raw, _ = radolan_header.split(head, str(path))
+        hdr = radolan_header.parse(raw, str(path))
+    except (OSError, EOFError, ValueError):
+        return None
+    return hdr.product, hdr.time
+
+
+class NotRegularFileError(OSError):
+    """An input that is a symbolic link, FIFO, device or directory: never read."""
+
+
+def open_input(path: Path) -> BinaryIO:
+    """Open an input file for reading, never through a symbolic link and never blocking.
+
+    Inputs are the entries of the incoming directories (watches and scans are not recursive).
+    ``O_NOFOLLOW`` keeps a link placed there, by anyone who can write to the feed, from making
+    the service read a file outside those directories with its own rights; ``O_NONBLOCK`` lets
+    a FIFO be opened and refused instead of hanging the worker. Links in the configured
+    directory paths themselves are followed: the operator chose those.
+
+    Raises
+    ------
+    NotRegularFileError
+        If ``path`` is a symbolic link (whatever it points at) or not a regular file.
+    OSError
+        If it cannot be opened otherwise (FileNotFoundError, PermissionError, ...).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise NotRegularFileError(
+            f"{path}: a symbolic link; links in the incoming directories are never followed"
+        ) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(mode), "a special file")
+            raise NotRegularFileError(f"{path}: {kind}, not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

@@ -1,7 +1,10 @@
 """The model the service infills with: loading, validation before use, and the hot swap.
 
 ``[service] model`` names a model registry (its ``current`` release is used), a release or
-checkpoint directory, or ``baseline:NAME``. A release is checksum-verified and, when it stores a
+checkpoint directory, or ``baseline:NAME``. A model directory or file that anyone but its owner
+(the service user or root) could have changed is refused
+(:func:`radinfill.model.registry.check_permissions`); weights are safetensors and metadata JSON,
+nothing is unpickled. A release is checksum-verified and, when it stores a
 golden input, run on it and compared with the stored output before it is used: a model that
 loads but computes something else (wrong weights, broken device) never goes live. The same
 procedure runs on SIGHUP; :class:`ModelSlot` then swaps the reference between two products, and
@@ -78,7 +81,8 @@ def load(spec: str, *, device: str = "auto", fallback: str = "advection") -> Loa
     ValueError
         For an unknown baseline.
     radinfill.model.registry.RegistryError, radinfill.model.checkpoint.CheckpointError
-        When a release fails its checksums or golden check, or a checkpoint cannot be loaded.
+        When the model directory or a file in it is writable by others, a release fails its
+        checksums or golden check, or a checkpoint cannot be loaded.
     """
     if spec.startswith(BASELINE_PREFIX):
         name = spec.removeprefix(BASELINE_PREFIX)
@@ -86,11 +90,14 @@ def load(spec: str, *, device: str = "auto", fallback: str = "advection") -> Loa
             raise ValueError(f"{spec}: the service needs a causal baseline")
         return LoadedModel(baselines.get_method(name), spec, name)
     from radinfill.model import registry
+    from radinfill.model.checkpoint import METADATA, WEIGHTS
     from radinfill.model.engine import InfillEngine
 
     path = registry.resolve(Path(spec))
     if (path / registry.CHECKSUMS).exists():
-        registry.verify(path)
+        registry.verify(path)  # permissions of every file, then their checksums
+    else:
+        registry.check_permissions(path, (WEIGHTS, METADATA))
     engine = InfillEngine.from_checkpoint(path, device, fallback=fallback)
     if (path / registry.GOLDEN).exists():
         registry.golden_check(engine, path, atol=GOLDEN_ATOL, rtol=GOLDEN_RTOL)

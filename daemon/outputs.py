@@ -27,12 +27,13 @@ from typing import Any
 import numpy as np
 import tenacity
 
-from radinfill import atomic, netcdf, radolan
+from radinfill import atomic, netcdf, permissions, radolan
+from radinfill.daemon.faults import Faults
 from radinfill.dataset import to_dataset
 from radinfill.model.files import infilled, netcdf_stem
 from radinfill.radolan import Field
 
-__all__ = ["OutputPaths", "Writer", "quarantine", "retrying"]
+__all__ = ["OutputPathError", "OutputPaths", "Writer", "quarantine", "remove_partial", "retrying"]
 
 #: errno values worth a retry: a network file system blip or a busy resource.
 TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.EAGAIN, errno.ESTALE, errno.EINTR, errno.ENOLCK})
@@ -51,13 +52,48 @@ class OutputPaths:
         return [self.radolan, self.netcdf, self.sidecar]
 
 
+class OutputPathError(ValueError):
+    """An output name that would leave the output directory; the message says how."""
+
+
+def output_name(template: str, *, name: str, stem: str, product: str, time: datetime) -> str:
+    """``template`` filled in, checked to be a relative path that stays below the output root.
+
+    The fields come from outside (the input's file name, the product id of its header) and a
+    ``{time:...}`` format can produce any text, so the result is checked, not the template:
+    no NUL, not absolute, no empty, ``.`` or ``..`` component.
+
+    Raises
+    ------
+    OutputPathError
+        Naming the result and the template.
+    """
+    text = template.format(name=name, stem=stem, product=product, time=time)
+    parts = text.split("/")
+    if "\0" in text or text.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise OutputPathError(
+            f"output name {text!r} (from output_name {template!r}) is not a relative path "
+            "inside the output directory"
+        )
+    return text
+
+
 def output_paths(outgoing: Path, template: str, input_name: str, field: Field) -> OutputPaths:
     """Output paths for an input file name: the RADOLAN file named by ``template`` (default the
     input's name, so downstream sees the same names as upstream), the netCDF and the sidecar
-    next to it."""
+    next to it.
+
+    Raises
+    ------
+    OutputPathError
+        If the name is not a relative path (:func:`output_name`), or its directory resolves
+        outside ``outgoing`` (a symbolic link below it): nothing is ever written outside.
+    """
     stem = netcdf_stem(input_name)
-    name = template.format(name=input_name, stem=stem, product=field.product, time=field.time)
+    name = output_name(template, name=input_name, stem=stem, product=field.product, time=field.time)
     target = outgoing / name
+    if not target.parent.resolve().is_relative_to(outgoing.resolve()):
+        raise OutputPathError(f"{target}: its directory resolves outside {outgoing}")
     base = netcdf_stem(target.name)
     return OutputPaths(target, target.with_name(f"{base}.nc"), target.with_name(f"{base}.json"))
 
@@ -96,6 +132,11 @@ class Writer:
         Set on shutdown; aborts retries.
     on_retry
         Called with the operation name before each retry (a metric).
+    mode
+        File mode of every output (``[service] output_mode``); directories a dated
+        ``output_name`` needs are created 0755, whatever the umask.
+    faults
+        Injected I/O failures (:mod:`radinfill.daemon.faults`; reliability tests only).
     """
 
     def __init__(
@@ -105,8 +146,11 @@ class Writer:
         sidecar: bool = True,
         stop: threading.Event | None = None,
         on_retry: Callable[[str], None] = lambda op: None,
+        mode: int = atomic.DEFAULT_MODE,
+        faults: Faults | None = None,
     ) -> None:
-        self.netcdf, self.sidecar = netcdf, sidecar
+        self.netcdf, self.sidecar, self.mode = netcdf, sidecar, mode
+        self.faults = faults
         self.stop = stop if stop is not None else threading.Event()
         self.on_retry = on_retry
 
@@ -141,13 +185,13 @@ class Writer:
         record
             The sidecar's content (JSON values); the output checksums are added.
         """
-        paths.radolan.parent.mkdir(parents=True, exist_ok=True)  # a dated output_name
+        permissions.make_dirs(paths.radolan.parent)  # a dated output_name
         data = (
             source
             if values is None
             else radolan.dumps(infilled(field, hole, values), paths.radolan.name)
         )
-        self._io("write_radolan", atomic.write_bytes, paths.radolan, data)
+        self._io("write_radolan", atomic.write_bytes, paths.radolan, data, self.mode)
         written = [paths.radolan]
         if self.netcdf:
             output = radolan.loads(data, str(paths.radolan))[0]  # what downstream reads
@@ -159,19 +203,22 @@ class Writer:
                 paths.netcdf,
                 infill_mask=hole,
                 provenance=provenance,
+                mode=self.mode,
             )
             written.append(paths.netcdf)
         if self.sidecar:
             sums = {p.name: _sha256(p) for p in written}
             content = {**record, "outputs": sums}
             text = json.dumps(content, indent=2, sort_keys=True, default=_json_default) + "\n"
-            self._io("write_sidecar", atomic.write_bytes, paths.sidecar, text.encode())
+            self._io("write_sidecar", atomic.write_bytes, paths.sidecar, text.encode(), self.mode)
             written.append(paths.sidecar)
         return written
 
     def _io(self, op: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         for attempt in retrying(self.stop, self.on_retry, op):
             with attempt:
+                if self.faults is not None:
+                    self.faults.check(op)
                 return function(*args, **kwargs)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
@@ -218,3 +265,15 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def remove_partial(outgoing: Path) -> list[Path]:
+    """Delete the temporary files a killed process left in the output tree (``.NAME.part-*``
+    of :func:`radinfill.atomic.replacing`); complete outputs are never touched. Returns the
+    paths removed."""
+    removed = []
+    for path in outgoing.rglob(".*.part-*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

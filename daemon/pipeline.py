@@ -9,7 +9,9 @@ Decisions, in order:
 1. **Read** the bytes (bounded retries on transient I/O errors). A file that does not decode
    because it is shorter than its header's ``BY`` length may still be being written: it is
    retried until ``settle_timeout_s`` after it was first seen, then quarantined as truncated.
-   Every other decoding error quarantines at once, without retries.
+   Every other decoding error quarantines at once, without retries. A symbolic link or a
+   special file is quarantined unread (``unsupported``; see
+   :func:`~radinfill.daemon.intake.open_input`).
 2. **Check** the product: products outside ``[service] products`` (by default: anything but a
    precipitation amount with failure holes to fill) are ignored; a grid that differs from the
    product's grid so far is quarantined (``wrong_grid``), as is an archive of several products.
@@ -21,6 +23,7 @@ Decisions, in order:
    was trained for another product interval, the fallback baseline does and it is counted.
 5. **Write** RADOLAN, netCDF, sidecar (:class:`~radinfill.daemon.outputs.Writer`), then record
    the version in the ledger: a crash in between re-runs the product with the same version.
+   An output name that would leave ``outgoing`` quarantines the input (``unsupported``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import enum
 import hashlib
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,11 +46,12 @@ import structlog
 from radinfill import code_version, holes, radolan
 from radinfill.daemon import outputs
 from radinfill.daemon.config import ServiceConfig
-from radinfill.daemon.intake import Arrival
+from radinfill.daemon.faults import Faults
+from radinfill.daemon.intake import Arrival, NotRegularFileError, open_input
 from radinfill.daemon.ledger import Ledger, Verdict
 from radinfill.daemon.models import ModelSlot
 from radinfill.daemon.telemetry import Metrics
-from radinfill.daemon.window import Window
+from radinfill.daemon.window import Locate, Window
 from radinfill.model import baselines
 from radinfill.radolan import Field, RadolanError
 
@@ -129,6 +134,42 @@ class Pipeline:
         self._fallback = baselines.get_method(config.fallback)
         self._stop = writer.stop
 
+    @classmethod
+    def assemble(
+        cls,
+        config: ServiceConfig,
+        *,
+        ledger: Ledger,
+        slot: ModelSlot,
+        metrics: Metrics,
+        catalog: dict[tuple[str, datetime], Path],
+        locate: Locate,
+        stop: threading.Event,
+    ) -> Pipeline:
+        """The pipeline with the window and writer that ``config`` describes.
+
+        The one construction shared by the service and ``radinfill backfill``, so that both
+        produce the same outputs from the same inputs. ``stop`` aborts I/O retries on shutdown.
+        """
+        window = Window(config.window, config.max_context, locate)
+        writer = outputs.Writer(
+            netcdf=config.netcdf,
+            sidecar=config.sidecar,
+            stop=stop,
+            on_retry=lambda op: metrics.io_retries_total.labels(op).inc(),
+            mode=config.output_mode,
+            faults=Faults.from_env(),
+        )
+        return cls(
+            config,
+            ledger=ledger,
+            window=window,
+            slot=slot,
+            writer=writer,
+            metrics=metrics,
+            catalog=catalog,
+        )
+
     def process(self, arrival: Arrival) -> Result:
         """Handle one settled arrival.
 
@@ -145,6 +186,8 @@ class Pipeline:
             data, stat = self._read(path)
         except _OversizedError as err:
             return self._quarantine(path, None, "oversized", str(err))
+        except NotRegularFileError as err:  # a link or FIFO: never followed, never read
+            return self._quarantine(path, None, "unsupported", str(err))
         sha256 = hashlib.sha256(data).hexdigest()
         try:
             fields = radolan.loads(data, str(path))
@@ -183,9 +226,12 @@ class Pipeline:
 
         current = self.ledger.current(fld.product, fld.time)
         version = 1 if current is None else current.version + 1
-        targets = outputs.output_paths(
-            self.config.outgoing, self.config.output_name, path.name, fld
-        )
+        try:
+            targets = outputs.output_paths(
+                self.config.outgoing, self.config.output_name, path.name, fld
+            )
+        except outputs.OutputPathError as err:  # never written outside the output tree
+            return self._quarantine(path, data, "unsupported", str(err))
         details = {
             "hole_pixels": report.pixels,
             "hole_fraction": report.pixels / max(int(report.coverage.sum()), 1),
@@ -233,7 +279,7 @@ class Pipeline:
         the ledger notes for the path, so the reconcile scan queues it again.
         """
         for attempt in outputs.retrying(self._stop, self._count_retry, "read_input"):
-            with attempt, open(path, "rb") as f:
+            with attempt, open_input(path) as f:
                 stat = os.fstat(f.fileno())
                 if stat.st_size > MAX_INPUT_BYTES:
                     raise _OversizedError(stat.st_size)
@@ -281,7 +327,7 @@ class Pipeline:
         sha256 = hashlib.sha256(data).hexdigest() if data is not None else ""
         self.ledger.quarantine(str(path), sha256, f"{kind}: {reason}")
         try:
-            stat = os.stat(path)
+            stat = os.lstat(path)  # a link is noted as itself, its target never looked at
             self.ledger.note_file(str(path), stat.st_size, stat.st_mtime_ns, "quarantined")
         except FileNotFoundError:
             pass
@@ -403,17 +449,10 @@ class _OversizedError(OSError):
 
 
 def classify_error(err: RadolanError) -> str:
-    """The bounded ``reason`` label of a decoding failure, from the codec's message."""
-    reason = err.reason
-    if reason.startswith("truncated"):
-        return "truncated"
-    if "larger than" in reason or reason.startswith("over-long"):
-        return "oversized"
-    if "grid" in reason or "shape" in reason:
-        return "wrong_grid"
-    if "not supported" in reason or "products, expected" in reason:
-        return "unsupported"
-    return "corrupt"
+    """The bounded ``reason`` label of a decoding failure: the codec's own
+    :attr:`~radinfill.radolan.RadolanError.kind` (``truncated``, ``oversized``, ``wrong_grid``,
+    ``unsupported``, ``corrupt``), set where the failure is detected."""
+    return err.kind
 
 
 def _utc(timestamp: float) -> datetime:

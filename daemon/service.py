@@ -17,12 +17,16 @@ The backlog found by the scan is worked after READY, behind live files.
 tick) and every observer thread is alive: a hung inference or a dead observer stops the pings
 and systemd restarts the service. On SIGTERM the worker finishes the product in hand, the
 ledger is closed, ``STOPPING=1`` is sent and :meth:`Service.run` returns 0.
+
+The service is meant to run as an unprivileged user (systemd/radinfill.service sets ``User=``);
+started as root it still runs, since containers and tests often are root, but logs a
+``running_as_root`` warning. Directories it creates get 0755 (outputs) or 0750 (state,
+quarantine) whatever the umask.
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
+import os
 import signal
 import threading
 import time
@@ -31,23 +35,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any, BinaryIO
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from radinfill import code_version
-from radinfill.daemon import models, shadow
+from radinfill import code_version, permissions
+from radinfill.daemon import models, outputs, shadow
 from radinfill.daemon.config import ServiceConfig
-from radinfill.daemon.intake import Arrival, WorkQueue, settled
+from radinfill.daemon.intake import Arrival, WorkQueue, settled, sniff_key
 from radinfill.daemon.ledger import Ledger
-from radinfill.daemon.outputs import Writer
 from radinfill.daemon.pipeline import NotReadyError, Outcome, Pipeline, Result
 from radinfill.daemon.sdnotify import Notifier, watchdog_interval
 from radinfill.daemon.telemetry import Metrics, MetricsServer, configure_logging
 from radinfill.daemon.watcher import Watcher, scan
-from radinfill.daemon.window import Window
-from radinfill.radolan import header as radolan_header
 
 __all__ = ["Service"]
 
@@ -58,8 +59,6 @@ STUCK_AFTER_S = 120.0
 #: First and longest wait (s) before a reconcile scan retries an input that failed.
 FAILURE_BACKOFF_S = 60.0
 MAX_FAILURE_BACKOFF_S = 3600.0
-#: Bytes read to find a product header (headers are a few hundred bytes).
-_HEADER_BYTES = 4096
 #: End-to-end latencies kept in memory (:attr:`Service.latencies`).
 LATENCY_HISTORY = 10_000
 #: Longest wait for the worker to finish the product in hand on shutdown (s).
@@ -135,29 +134,26 @@ class Service:
         config = self.config
         if self._configure_logs:
             configure_logging(fmt=config.log_format, level=config.log_level)
-        for directory in (config.outgoing, config.state_dir, config.quarantine):
-            directory.mkdir(parents=True, exist_ok=True)
-        _remove_partial_outputs(config.outgoing)
+        if os.geteuid() == 0:
+            _log.warning("running_as_root", hint="run as an unprivileged user (systemd: User=)")
+        permissions.make_dirs(config.outgoing)  # 0755 / 0750 whatever the umask
+        for directory in (config.state_dir, config.quarantine):
+            permissions.make_dirs(directory, permissions.PRIVATE_DIRECTORY_MODE)
+        for path in outputs.remove_partial(config.outgoing):
+            _log.info("removed_partial_output", path=str(path))
         self.server = self.metrics.serve(config.metrics.address, config.metrics.port)
         self.ledger = Ledger(config.ledger_path, horizon=timedelta(seconds=config.horizon_s))
         self.notifier.status("loading model")
         self.slot = models.ModelSlot(self._load_model(config.model, startup=True))
         self._export_model(self.slot.current)
-        window = Window(config.window, config.max_context, self._locate)
-        writer = Writer(
-            netcdf=config.netcdf,
-            sidecar=config.sidecar,
-            stop=self.stop_event,
-            on_retry=lambda op: self.metrics.io_retries_total.labels(op).inc(),
-        )
-        self.pipeline = Pipeline(
+        self.pipeline = Pipeline.assemble(
             config,
             ledger=self.ledger,
-            window=window,
             slot=self.slot,
-            writer=writer,
             metrics=self.metrics,
             catalog=self.catalog,
+            locate=self._locate,
+            stop=self.stop_event,
         )
         self.watcher = Watcher(
             config.incoming,
@@ -465,32 +461,3 @@ class Service:
             self.metrics.shadow_timestamp.labels(product).set(time.time())
             _log.info("shadow_check", product=product, nominal_time=fld.time.isoformat(), **result)
         self.shadow_runs += 1
-
-
-def sniff_key(path: Path) -> tuple[str, datetime] | None:
-    """(product, nominal time) from the header at the start of a plain, gzip or bzip2 product
-    file; None for anything else (HDF5, tar, unreadable): those are found when decoded."""
-    try:
-        with open(path, "rb") as file:
-            magic = file.read(3)
-            file.seek(0)
-            stream: BinaryIO = file
-            if magic[:2] == b"\x1f\x8b":
-                stream = gzip.GzipFile(fileobj=file)
-            elif magic == b"BZh":
-                stream = bz2.BZ2File(file)
-            head = stream.read(_HEADER_BYTES)
-        raw, _ = radolan_header.split(head, str(path))
-        hdr = radolan_header.parse(raw, str(path))
-    except (OSError, EOFError, ValueError):
-        return None
-    return hdr.product, hdr.time
-
-
-def _remove_partial_outputs(outgoing: Path) -> None:
-    """Delete temporary files a killed process left in the output tree (``.NAME.part-*`` of
-    :func:`radinfill.atomic.replacing`); complete outputs are never touched."""
-    for path in outgoing.rglob(".*.part-*"):
-        if path.is_file():
-            path.unlink(missing_ok=True)
-            _log.info("removed_partial_output", path=str(path))

@@ -333,6 +333,9 @@ def configure_logging(
         old.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # APScheduler logs every run of every job ("Running job ...", "executed successfully") at
+    # info: two lines per reconcile scan. Its warnings (missed or skipped runs) still show.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
 
     # structlog loggers are stdlib loggers underneath: the level check happens first (cheap for
     # filtered-out debug calls), rendering happens once, in the handler's formatter.

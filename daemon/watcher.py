@@ -10,6 +10,9 @@ polling observer is used and every sighting has to settle (:func:`radinfill.daem
 Handlers never raise (an exception would silently kill watchdog's dispatcher thread) and never
 do work: they put an :class:`~radinfill.daemon.intake.Arrival` on the queue. :meth:`Watcher.alive`
 lets the service stop its systemd watchdog pings (and so get restarted) if an observer died.
+
+Symbolic links are never inputs: scans skip them, and one that arrives by an event (renamed in,
+or seen by polling) is refused unread by :func:`~radinfill.daemon.intake.open_input`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
+from radinfill import permissions
 from radinfill.daemon.intake import Arrival
 
 __all__ = ["Watcher", "choose_mode", "matches", "scan"]
@@ -129,7 +133,7 @@ class Watcher:
     Parameters
     ----------
     directories
-        The incoming directories (created if missing, so the watch can start).
+        The incoming directories (created 0755 if missing, so the watch can start).
     patterns
         File-name globs of inputs.
     mode
@@ -153,7 +157,7 @@ class Watcher:
         self.observers: list[BaseObserver] = []
         self.modes: dict[Path, str] = {}
         for directory in directories:
-            directory.mkdir(parents=True, exist_ok=True)
+            permissions.make_dirs(directory)
             chosen = choose_mode(directory, mode)
             self.modes[directory] = chosen
             if chosen == "polling":

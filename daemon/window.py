@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from radinfill import holes, radolan
+from radinfill.daemon.intake import open_input
 from radinfill.model import features
 from radinfill.radolan import Field, RadolanError
+from radinfill.radolan.io import MAX_STREAM_BYTES
 
-__all__ = ["Context", "Window"]
+__all__ = ["Context", "Locate", "Window"]
 
 #: ``locate(product, nominal_time)`` -> the input file of that field, or None.
 Locate = Callable[[str, datetime], Path | None]
@@ -120,8 +122,9 @@ class Window:
         if path is None:
             return None
         try:
-            other = radolan.read_one(path)
-        except (RadolanError, OSError):
+            with open_input(path) as file:  # never through a link put there since
+                (other,) = radolan.loads(file.read(MAX_STREAM_BYTES + 1), str(path))
+        except (RadolanError, OSError, ValueError):  # ValueError: not exactly one product
             return None
         if other.values.shape != field.values.shape or other.time != time:
             return None

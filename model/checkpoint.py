@@ -30,7 +30,10 @@ key                     type      meaning
 Other keys (e.g. a release name or the training recipe) are kept as given. Loading checks the
 JSON size and schema, verifies the SHA-256 of the weight bytes and then parses exactly those
 bytes (no second read that could see a different file), builds the network with
-``build(variant, **hparams)`` and loads the state dict strictly. Nothing is ever unpickled.
+``build(variant, **hparams)`` and loads the state dict strictly. Nothing is ever unpickled, and
+nothing is allocated from the hyper-parameters alone: the network is first built on the meta
+device (shapes, no memory) and must have exactly the tensors of the weights file, so absurd
+hparams (a gigantic channel count or kernel) are refused before they cost memory.
 
 Writing replaces each file atomically (temp file, fsync, rename) and writes the metadata last:
 a crash between the two leaves old metadata whose checksum does not match the new weights, which
@@ -163,8 +166,9 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if len(raw) > MAX_METADATA_BYTES:
         raise CheckpointError(f"{file}: metadata larger than {MAX_METADATA_BYTES} bytes")
     try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        meta = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, a number too long, NaN,
+        # or nesting deeper than the interpreter's recursion limit
         raise CheckpointError(f"{file}: metadata is not valid UTF-8 JSON: {err}") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{file}: metadata must be a JSON object, got {type(meta).__name__}")
@@ -204,7 +208,7 @@ def load_checkpoint(
     meta = read_metadata(directory)
     try:
         state = _verified_state(directory / WEIGHTS, meta["sha256"])
-        model = _built(directory / METADATA, meta)
+        model = _built(directory, meta, state)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:
@@ -312,19 +316,49 @@ def _verified_state(file: Path, expected: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{file}: not a readable safetensors file: {err}") from None
 
 
-def _built(file: Path, meta: Mapping[str, Any]) -> nn.Module:
-    """``build(variant, **hparams)``, with refusals turned into CheckpointError."""
+def _built(
+    directory: Path, meta: Mapping[str, Any], state: Mapping[str, torch.Tensor]
+) -> nn.Module:
+    """``build(variant, **hparams)`` once the hparams are known to describe ``state``.
+
+    The network is built on the meta device first (shapes only, nothing allocated) and its
+    tensor names and shapes compared with the weights; so the real network is exactly as
+    large as the verified weights file, and hparams asking for gigantic layers are refused
+    without costing memory. More levels than the weights have tensors cannot fit either, which
+    bounds the work of the meta build. Refusals are CheckpointError.
+    """
+    file = directory / METADATA
+    variant, hparams = meta["variant"], meta["hparams"]
     variants = unet.list_variants()
-    if meta["variant"] not in variants:
+    if variant not in variants:
         raise CheckpointError(
-            f"{file}: unknown variant {meta['variant']!r}; this code knows {', '.join(variants)}"
+            f"{file}: unknown variant {variant!r}; this code knows {', '.join(variants)}"
+        )
+    widths = hparams.get("widths", ())
+    if isinstance(widths, list) and len(widths) > len(state):
+        raise CheckpointError(
+            f"{file}: hparams ask for {len(widths)} levels, more than the {len(state)} tensors "
+            "of the weights could fill"
         )
     try:
-        return unet.build(meta["variant"], **meta["hparams"])
-    except (TypeError, ValueError) as err:
+        with torch.device("meta"):
+            skeleton = unet.build(variant, **hparams).state_dict()
+    except (TypeError, ValueError, ArithmeticError, RuntimeError) as err:
         raise CheckpointError(
-            f"{file}: hparams not accepted by variant {meta['variant']!r}: {err}"
+            f"{file}: hparams not accepted by variant {variant!r}: {err}"
         ) from None
+    wanted = {name: tuple(tensor.shape) for name, tensor in skeleton.items()}
+    stored = {name: tuple(tensor.shape) for name, tensor in state.items()}
+    if wanted != stored:
+        misfits = sorted(
+            name for name in wanted.keys() | stored.keys() if wanted.get(name) != stored.get(name)
+        )
+        raise CheckpointError(
+            f"{directory / WEIGHTS}: weights do not fit variant {variant!r} with its hparams: "
+            f"{len(misfits)} tensor(s) missing, unexpected or of another shape, e.g. "
+            + ", ".join(f"{name} {stored.get(name)} vs {wanted.get(name)}" for name in misfits[:3])
+        )
+    return unet.build(variant, **hparams)
 
 
 def _versions_note(meta: Mapping[str, Any]) -> str:
@@ -334,6 +368,11 @@ def _versions_note(meta: Mapping[str, Any]) -> str:
         f"{meta.get('torch_version', 'unknown')}; running radinfill {code_version()} with "
         f"torch {torch.__version__}"
     )
+
+
+def _no_constant(name: str) -> None:
+    """Refuse ``NaN`` and ``Infinity`` when parsing: metadata is strict JSON (as written)."""
+    raise ValueError(f"{name} is not strict JSON")
 
 
 def _as_json(value: Any) -> Any:

@@ -20,11 +20,14 @@ too once it is in place. ``current`` is swapped by creating the symlink ``curren
 renaming it over ``current`` (``rename(2)`` replaces a symlink atomically, ``ln -sfn`` does
 not); its target is relative, so the registry can be moved or mounted elsewhere.
 
-A reloading service resolves the link once (:func:`resolve`), checks the files against
-``SHA256SUMS`` (:func:`verify`), loads the engine from that directory and runs the golden
-input through it (:func:`golden_check`) before it swaps models. The golden input is a small
-synthetic sequence (:data:`GOLDEN_SHAPE`, so the check costs milliseconds) with a wet disc
-outage; the expected output is what the model produced on the CPU when it was published.
+A reloading service resolves the link once (:func:`resolve`), checks that nobody but the
+owner can have changed the registry, the release or its files (:func:`check_permissions`),
+checks the files against ``SHA256SUMS`` (:func:`verify`), loads the engine from that directory
+and runs the golden input through it (:func:`golden_check`) before it swaps models. The
+golden input is a small synthetic sequence (:data:`GOLDEN_SHAPE`, so the check costs
+milliseconds) with a wet disc outage; the expected output is what the model produced on the CPU
+when it was published. Releases are never unpickled: weights are safetensors, metadata JSON,
+and ``golden.npz`` is read with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -33,15 +36,16 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import uniform_filter
 
-from radinfill import atomic, synth
+from radinfill import atomic, permissions, synth
 from radinfill.model.checkpoint import METADATA, WEIGHTS, read_metadata
 from radinfill.model.engine import InfillEngine
 
@@ -127,8 +131,7 @@ def publish(
     version = version or default_version(meta["sha256"])
     extra = dict(extra_files or {})
     _check_names(version, extra, source)
-    releases = Path(registry) / RELEASES
-    releases.mkdir(parents=True, exist_ok=True)
+    releases = permissions.make_dirs(Path(registry) / RELEASES)
     final = releases / version
     if final.exists():
         raise RegistryError(f"{final}: release {version!r} exists; releases are never replaced")
@@ -165,11 +168,13 @@ def verify(release: str | os.PathLike[str]) -> dict[str, str]:
     Raises
     ------
     RegistryError
-        Naming the file: ``SHA256SUMS`` missing or malformed, a listed file missing or with
-        another checksum, a file (or directory) that is not listed, or a release file
+        Naming the file: the release directory or a file in it fails
+        :func:`check_permissions`, ``SHA256SUMS`` missing or malformed, a listed file missing
+        or with another checksum, a file (or directory) that is not listed, or a release file
         (:data:`RELEASE_FILES`) that is not there.
     """
     directory = Path(release)
+    check_permissions(directory)
     listed = _parse_checksums(directory / CHECKSUMS)
     for name in RELEASE_FILES:
         if name not in listed:
@@ -185,6 +190,49 @@ def verify(release: str | os.PathLike[str]) -> dict[str, str]:
                 f"{directory / name}: sha256 {actual} differs from {CHECKSUMS} ({expected})"
             )
     return listed
+
+
+def check_permissions(
+    directory: str | os.PathLike[str], names: Iterable[str] | None = None
+) -> None:
+    """Refuse a model directory that someone other than its owner could have changed.
+
+    A checksum proves nothing about a file that an attacker could replace together with
+    ``SHA256SUMS`` (or the metadata that names the weights' SHA-256), so the directory and its
+    files must be writable by their owner only, the owner being the running user or root
+    (:func:`radinfill.permissions.untrusted` has the rule and why a user private group may
+    write). Files are checked without following links, and a symbolic link is refused: a
+    release holds regular files only, and a link's target could be anywhere.
+
+    Parameters
+    ----------
+    directory
+        A release or checkpoint directory (or a registry directory, with ``names=()``).
+    names
+        Entries of ``directory`` to check; default every entry. Missing ones are skipped
+        (loading reports them).
+
+    Raises
+    ------
+    RegistryError
+        Naming the path and its owner or mode (e.g. ``mode 0666 is writable by others``).
+    """
+    root = Path(directory)
+    try:
+        entries = sorted(os.listdir(root)) if names is None else list(names)
+        status = [(root, os.stat(root))]
+        for name in entries:
+            try:
+                status.append((root / name, os.lstat(root / name)))
+            except FileNotFoundError:
+                continue
+    except OSError as err:
+        raise RegistryError(f"{root}: cannot check permissions: {err}") from None
+    for path, st in status:
+        if path != root and stat.S_ISLNK(st.st_mode):
+            raise RegistryError(f"{path}: a symbolic link; model files must be regular files")
+        if problem := permissions.untrusted(st):
+            raise RegistryError(f"{path}: refused, {problem} (chown/chmod go-w to fix)")
 
 
 def is_release(path: str | os.PathLike[str]) -> bool:
@@ -206,15 +254,21 @@ def resolve(path: str | os.PathLike[str]) -> Path:
     Raises
     ------
     RegistryError
-        If ``path`` is not a directory, or is a registry without a current release.
+        If ``path`` is not a directory, or is a registry without a current release, or a
+        registry whose directory, ``releases/`` or current release directory fails
+        :func:`check_permissions` (whoever can write them can swap the release).
     """
     directory = Path(path)
     if not directory.is_dir():
         raise RegistryError(f"{directory}: not a checkpoint, release or registry directory")
     if (directory / RELEASES).is_dir() or (directory / CURRENT).is_symlink():
+        check_permissions(directory, ())
+        if (directory / RELEASES).is_dir():
+            check_permissions(directory / RELEASES, ())
         release = current(directory)
         if release is None:
             raise RegistryError(f"{directory}: registry has no current release")
+        check_permissions(release, ())
         return release
     return directory.resolve(strict=True)
 

@@ -172,15 +172,31 @@ def _check_config(args: argparse.Namespace) -> int:
             print(f"{key} = {json.dumps(value)}")
         print()
     with open(args.config, "rb") as f:
-        if "train" in tomllib.load(f):
-            from radinfill.train import config as train_config
+        document = tomllib.load(f)
+    if "train" in document:
+        from radinfill.train import config as train_config
 
-            try:
-                train_config.load(args.config)
-            except ValueError as err:
-                print(err, file=sys.stderr)
-                return EXIT_CONFIG
-            print("[train] section valid")
+        try:
+            train_config.load(args.config)
+        except ValueError as err:
+            print(err, file=sys.stderr)
+            return EXIT_CONFIG
+        print("[train] section valid")
+    if "retrain" in document:
+        from datetime import UTC, datetime
+
+        from radinfill.train import retrain, schedule
+
+        try:
+            settings, _ = retrain.load(args.config)
+        except ValueError as err:
+            _print_problems(err)
+            return EXIT_CONFIG
+        print("[retrain] section valid")
+        if settings.schedule is not None:
+            print(f"next runs of schedule {settings.schedule!r} (UTC):")
+            for when in schedule.next_runs(settings.schedule, datetime.now(UTC), 3):
+                print(f"  {when:%Y-%m-%dT%H:%M:%SZ}")
     return 0
 
 
@@ -268,6 +284,74 @@ def _retrain(args: argparse.Namespace) -> int:
     return retrain.retrain(args.config).status
 
 
+def _schedule(args: argparse.Namespace) -> int:
+    from radinfill.train import schedule
+
+    try:
+        return schedule.run(args.config, run_now=args.run_now)
+    except ValueError as err:  # an invalid [train] or [retrain], found before anything runs
+        _print_problems(err)
+        return EXIT_CONFIG
+
+
+def _print_problems(err: ValueError) -> None:
+    """Every problem of a configuration error on a line of its own, naming the file."""
+    from radinfill.train import retrain
+
+    if isinstance(err, retrain.ConfigError):
+        for problem in err.problems:
+            print(f"{err.source}: {problem}", file=sys.stderr)
+    else:
+        print(err, file=sys.stderr)
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from radinfill import demo
+    from radinfill.daemon import backfill
+
+    base = None
+    if args.config is not None:
+        base = _service_config(args.config)
+        if base is None:
+            return EXIT_CONFIG
+    changes: dict[str, object] = {}
+    if args.model is not None or base is None:
+        changes["model"] = args.model or str(demo.default_model())
+    if args.device is not None:
+        changes["device"] = args.device
+    if args.products is not None:
+        changes["products"] = tuple(p for p in args.products.split(",") if p)
+    if args.patterns is not None:
+        changes["patterns"] = tuple(p for p in args.patterns.split(",") if p)
+    settings = backfill.settings(Path(args.src), Path(args.out), base, **changes)
+    summary = backfill.run(
+        settings,
+        Path(args.src),
+        start=_utc_time(args.start, "--from"),
+        end=_utc_time(args.end, "--to"),
+    )
+    outcomes = " ".join(f"{k}={v}" for k, v in sorted(summary.outcomes.items())) or "nothing"
+    print(
+        f"rank {summary.rank}/{summary.world}: {summary.planned} planned, {summary.skipped} "
+        f"already done, {outcomes}, {summary.fields_per_s:.2f} fields/s"
+        + (" (interrupted: run again to resume)" if summary.interrupted else "")
+    )
+    return summary.status
+
+
+def _utc_time(text: str | None, option: str):
+    """An ISO 8601 time as UTC (naive means UTC), or None."""
+    from datetime import UTC, datetime
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{option} must be an ISO 8601 time, got {text!r}") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _toml_literal(value: object) -> str:
     """``value`` as a TOML literal for :func:`radinfill.train.config.override`."""
     return str(value) if isinstance(value, int) else json.dumps(str(value))
@@ -296,6 +380,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", required=True, help="service TOML file")
     serve.set_defaults(run=_serve)
+
+    fill = commands.add_parser(
+        "backfill",
+        help="infill a whole archive with the service's pipeline (resumable, torchrun-parallel)",
+        description="Infill every product file under SRC (recursive) into OUT with the "
+        "service's engine, window and outputs. Resumable: files handled by an earlier run "
+        "are skipped. Under torchrun each rank takes a stretch of time. Exit status 0 when "
+        "every file was handled, 1 when some failed (run again to retry them), 130 when "
+        "interrupted, 2 for an invalid configuration.",
+    )
+    fill.add_argument("src", help="archive directory (read only)")
+    fill.add_argument("out", help="output directory (outside SRC)")
+    fill.add_argument("--from", dest="start", help="first nominal time, ISO 8601 (UTC)")
+    fill.add_argument("--to", dest="end", help="last nominal time, ISO 8601 (UTC)")
+    fill.add_argument("--config", help="service TOML file: model, window, products, naming")
+    fill.add_argument("--model", help="release/checkpoint or baseline:NAME (default: shipped)")
+    fill.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
+    fill.add_argument("--products", help="comma-separated product ids (default: all amounts)")
+    fill.add_argument("--patterns", help="comma-separated file-name globs (default: *)")
+    fill.set_defaults(run=_backfill)
 
     check = commands.add_parser(
         "check-config",
@@ -537,6 +641,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", required=True, help="TOML file with [train] and [retrain] sections"
     )
     retrain.set_defaults(run=_retrain)
+
+    schedule = commands.add_parser(
+        "schedule",
+        help="run retrain on the [retrain] schedule (for hosts without systemd timers)",
+        description="Long-running scheduler: start `radinfill retrain --config FILE` in a child "
+        "process at the fire times of the [retrain] schedule (five-field crontab, UTC), never "
+        "two at once; a run more than [retrain] misfire_grace_s late is skipped. SIGTERM or "
+        "SIGINT terminates a running child (SIGTERM, then waits) and exits 0. Exit status 2 "
+        "for an invalid configuration.",
+    )
+    schedule.add_argument(
+        "--config", required=True, help="TOML file with [train] and [retrain] sections"
+    )
+    schedule.add_argument(
+        "--run-now", action="store_true", help="also run once right after start-up"
+    )
+    schedule.set_defaults(run=_schedule)
     return parser
 
 

@@ -36,6 +36,7 @@ def write(
     *,
     infill_mask: np.ndarray | None = None,
     provenance: Mapping[str, str] | None = None,
+    mode: int = atomic.DEFAULT_MODE,
 ) -> None:
     """Write ``ds`` to ``path`` as CF-netCDF4 (temp file, fsync, rename).
 
@@ -51,6 +52,8 @@ def write(
     provenance
         Global attributes to add (e.g. model release, checksum, input files, output
         version); they override attributes of ``ds`` with the same name.
+    mode
+        File mode of the written file.
 
     Any encoding ``ds`` carries (e.g. from the file it was read from) is replaced by
     :func:`encoding`, so re-writing a reopened file gives the same layout. ``ds`` itself
@@ -71,7 +74,7 @@ def write(
                 var.attrs["ancillary_variables"] = " ".join([*ancillary, INFILL_MASK])
     if provenance:
         out.attrs |= _checked_provenance(provenance, path)
-    with atomic.replacing(path) as tmp:
+    with atomic.replacing(path, mode) as tmp:
         out.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding(out))
 
 

@@ -167,14 +167,14 @@ def output_sets(outgoing: Path) -> dict[str, tuple[Path, Path, Path]]:
     return sets
 
 
-def check_outputs(outgoing: Path) -> dict[str, dict[str, Any]]:
+def check_outputs(outgoing: Path, state: str | None = None) -> dict[str, dict[str, Any]]:
     """Assert the output tree is consistent; returns the sidecars by RADOLAN file name.
 
     Consistent: no hidden (temporary) files or links but ``latest``; every file belongs to a
     set of RADOLAN file, netCDF and sidecar; the sidecar's checksums match the files; every
-    RADOLAN file decodes.
+    RADOLAN file decodes. ``state``: a hidden directory that belongs there (backfill's).
     """
-    entries = list(outgoing.iterdir())
+    entries = [p for p in outgoing.iterdir() if p.name != state]
     hidden = sorted(p.name for p in entries if p.name.startswith("."))
     assert not hidden, f"temporary files left in {outgoing}: {hidden}"
     links = {p.name for p in entries if p.is_symlink()}

@@ -473,17 +473,22 @@ def _read_bytes(tmp_path: Path, data: bytes) -> list[Field]:
 def test_corrupt_gzip_and_bz2_streams_raise(samples: Path, tmp_path: Path) -> None:
     real_gz = (samples / RW_GZ).read_bytes()
     real_bz2 = (samples / RV_BUNDLE).read_bytes()
-    cases = {
-        "gzip": [real_gz[:10], real_gz[: len(real_gz) // 2], b"\x1f\x8b" + bytes(100)],
-        "bz2": [real_bz2[:4], real_bz2[: len(real_bz2) // 2], b"BZh9" + bytes(100)],
+    cut = {
+        "gzip": [real_gz[:10], real_gz[: len(real_gz) // 2]],
+        "bz2": [real_bz2[:4], real_bz2[: len(real_bz2) // 2]],
     }
     flipped = bytearray(real_gz)
     flipped[len(flipped) // 2] ^= 0xFF  # breaks the deflate stream or its CRC
-    cases["gzip"].append(bytes(flipped))
-    for kind, corrupt in cases.items():
-        for data in corrupt:
-            with pytest.raises(RadolanError, match=f"corrupt {kind} stream"):
+    garbled = {"gzip": [b"\x1f\x8b" + bytes(100), bytes(flipped)], "bz2": [b"BZh9" + bytes(100)]}
+    for kind in ("gzip", "bz2"):
+        for data in cut[kind]:  # ends before the end marker: possibly still being written
+            with pytest.raises(RadolanError, match=f"truncated {kind} stream") as caught:
                 _read_bytes(tmp_path, data)
+            assert caught.value.kind == "truncated"
+        for data in garbled[kind]:
+            with pytest.raises(RadolanError, match=f"corrupt {kind} stream") as caught:
+                _read_bytes(tmp_path, data)
+            assert caught.value.kind == "corrupt"
 
 
 @pytest.mark.parametrize("compress", [gzip.compress, bz2.compress])
@@ -518,14 +523,18 @@ def test_corrupt_tar_raises(samples: Path, tmp_path: Path) -> None:
         folder = tarfile.TarInfo("folder")
         folder.type = tarfile.DIRTYPE
         archive.addfile(folder)
-    for data, reason in [
-        (real[: len(real) // 2], "corrupt tar archive"),
-        (header_only, "corrupt tar archive"),
-        (bytes(garbage), "corrupt tar archive"),
-        (no_files.getvalue(), "tar archive holds no files"),
+    damaged = bytearray(real)
+    damaged[100:150] = b"\xff" * 50
+    for data, reason, kind in [
+        (real[: len(real) // 2], "truncated tar archive", "truncated"),
+        (header_only, "truncated tar archive", "truncated"),
+        (bytes(garbage), "truncated tar archive: bad checksum", "truncated"),
+        (bytes(damaged), "corrupt tar archive: bad checksum", "corrupt"),
+        (no_files.getvalue(), "tar archive holds no files", "corrupt"),
     ]:
-        with pytest.raises(RadolanError, match=reason):
+        with pytest.raises(RadolanError, match=reason) as caught:
             _read_bytes(tmp_path, data)
+        assert caught.value.kind == kind
 
 
 def test_tar_with_a_non_product_member_names_the_member(samples: Path, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -546,13 +547,20 @@ def _error(data: bytes) -> RadolanError:
     return caught.value
 
 
-def test_decoding_errors_get_bounded_reason_labels(stream: StreamManifest) -> None:
+def test_decoding_errors_get_bounded_reason_labels(stream: StreamManifest, tmp_path: Path) -> None:
     good = stream.files[0].read_bytes()
     assert classify_error(_error(good[: len(good) // 2])) == "truncated"
     assert classify_error(_error(good + b"\0\0")) == "oversized"
     assert classify_error(_error(b"\x00garbage" * 20)) == "corrupt"
     assert classify_error(_error(b"")) == "corrupt"
-    assert classify_error(RadolanError("unknown grid size 7x7")) == "wrong_grid"
-    assert classify_error(RadolanError("holds 2 products, expected exactly one")) == "unsupported"
-    pg = RadolanError("run-length encoded picture product PG is not supported")
-    assert classify_error(pg) == "unsupported"
+    assert classify_error(_error(b"PG" + good[2:])) == "unsupported"  # run-length picture
+    with pytest.raises(RadolanError) as unknown_grid:
+        grid_for(1000, 1000)
+    assert classify_error(unknown_grid.value) == "wrong_grid"
+    two = tmp_path / "two.tar"
+    with tarfile.open(two, "w") as archive:
+        for name in ("a", "b"):
+            archive.add(stream.files[0], arcname=name)
+    with pytest.raises(RadolanError) as not_one:
+        radolan.read_one(two)
+    assert classify_error(not_one.value) == "unsupported"

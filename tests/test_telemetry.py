@@ -203,13 +203,14 @@ def test_close_stops_serving_and_frees_the_port() -> None:
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     """Put the root logger and structlog back as they were (configure_logging is process-wide)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    root, scheduler = logging.getLogger(), logging.getLogger("apscheduler")
+    handlers, level, scheduler_level = list(root.handlers), root.level, scheduler.level
     yield
     for handler in root.handlers:
         if handler not in handlers:
             root.removeHandler(handler)
     root.setLevel(level)
+    scheduler.setLevel(scheduler_level)
     structlog.reset_defaults()
 
 
@@ -253,7 +254,7 @@ def test_context_variables_are_bound_into_every_line() -> None:
     configure_logging(fmt="json", stream=stream)
     with structlog.contextvars.bound_contextvars(product="RW", nominal="2025-06-01T12:50Z"):
         get_logger("a").info("read")
-        logging.getLogger("apscheduler.scheduler").info("job ran")
+        logging.getLogger("watchdog.observers").info("job ran")
     get_logger("a").info("outside")
     read, job, outside = _lines(stream)
     assert read["product"] == job["product"] == "RW"
@@ -271,6 +272,16 @@ def test_level_filtering_applies_to_both_sources() -> None:
     get_logger("a").warning("shown")
     logging.getLogger("apscheduler").error("shown too")
     assert [line["event"] for line in _lines(stream)] == ["shown", "shown too"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_scheduler_chatter_is_quiet_but_its_warnings_show() -> None:
+    stream = io.StringIO()
+    configure_logging(fmt="json", level="info", stream=stream)
+    logging.getLogger("apscheduler.executors.default").info("Running job reconcile")
+    logging.getLogger("apscheduler.scheduler").warning("Run time of job was missed")
+    get_logger("a").info("ours")
+    assert [line["event"] for line in _lines(stream)] == ["Run time of job was missed", "ours"]
 
 
 @pytest.mark.usefixtures("restore_logging")

@@ -62,6 +62,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from radinfill import atomic
 from radinfill.model import build, load_checkpoint, save_checkpoint
+from radinfill.progress import clock_time
 from radinfill.train.losses import MSE_WEIGHT, hole_loss
 
 #: ``eval_fn(model, step) -> scores``: called on every rank at every snapshot with the bare
@@ -694,7 +695,7 @@ class _Log:
         eta = (self._total - step) * (now - self._began) / max(step - self._start_step, 1)
         sys.stderr.write(
             f"step {step}/{self._total} epoch {epoch} loss {loss:.4f} lr {lr:.2e} "
-            f"{rate:.1f} samples/s eta {_clock_time(eta)}\n"
+            f"{rate:.1f} samples/s eta {clock_time(eta)}\n"
         )
         sys.stderr.flush()
 
@@ -702,9 +703,3 @@ class _Log:
         """Close the log file."""
         if self._handle is not None:
             self._handle.close()
-
-
-def _clock_time(seconds: float) -> str:
-    """``seconds`` as ``H:MM:SS`` (hours unbounded), for the progress line's ETA."""
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"

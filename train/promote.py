@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from radinfill import atomic, code_version, scores
+from radinfill import atomic, code_version, permissions, scores
 from radinfill.model import registry
 from radinfill.model.checkpoint import read_metadata
 from radinfill.model.engine import InfillEngine
@@ -195,8 +195,7 @@ def promote(
         If the candidate or the champion cannot be loaded.
     """
     _check_gate(gate, tolerance, specs)
-    root = Path(registry_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = permissions.make_dirs(registry_dir)  # 0755 whatever the umask: the service checks
     with _locked(root):
         source = registry.resolve(candidate)
         meta = read_metadata(source)

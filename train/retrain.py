@@ -14,6 +14,8 @@ candidate is promoted, tells the running service to load it. The ``[retrain]`` t
     archive_days = 14                             # optional: also train on [service] incoming
     reload = "none"                               # none | systemctl | pid:PATH
     data = []                                     # evaluation specs (default: held-out set)
+    schedule = "0 3 * * 0"                        # radinfill schedule: crontab, UTC (optional)
+    misfire_grace_s = 3600                        # radinfill schedule: a late run still starts
 
 Steps, each logged as one line on stderr with its duration: ``train`` (a child process:
 ``python -m radinfill train``, ``torchrun`` or ``sbatch --wait``; the run directory overrides
@@ -30,6 +32,9 @@ sbatch scripts take nothing but ``CONFIG`` and ``CHECKPOINT_DIR``).
 With ``[train.metrics] textfile`` configured, the outcome goes to ``retrain.prom`` next to that
 file (node_exporter reads every ``*.prom`` there); not into the training textfile itself, which
 the training job rewrites at every snapshot.
+
+``schedule`` and ``misfire_grace_s`` are read only by ``radinfill schedule``
+(:mod:`radinfill.train.schedule`), the scheduler for hosts without systemd timers.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_PROMOTED",
     "EXIT_REJECTED",
+    "ConfigError",
     "Outcome",
     "RetrainSettings",
     "StepError",
@@ -69,6 +75,17 @@ EXIT_PROMOTED, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
 METRICS_FILE = "retrain.prom"
 PREFIX = "radinfill_retrain_"
 _LAUNCHERS = ("local", "slurm")
+#: Keys without a default.
+_REQUIRED = ("registry", "checkpoint_root")
+
+
+class ConfigError(ValueError):
+    """An invalid ``[retrain]`` table; ``problems`` lists every problem found, one line each."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(f"{source}: " + "; ".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,11 @@ class RetrainSettings:
         ``none``, ``systemctl`` or ``pid:PATH`` (SIGHUP to the pid in PATH).
     data : tuple of str
         Evaluation specs of the gate; empty: :func:`radinfill.train.evaluate.held_out_specs`.
+    schedule : str or None
+        Five-field crontab expression in UTC for ``radinfill schedule``; None: not scheduled.
+    misfire_grace_s : int
+        Seconds after its due time within which ``radinfill schedule`` still starts a run the
+        scheduler could not start on time (host suspended, clock jump); later, it is skipped.
     """
 
     registry: Path
@@ -103,26 +125,50 @@ class RetrainSettings:
     archive_days: float | None = None
     reload: str = "none"
     data: tuple[str, ...] = ()
+    schedule: str | None = None
+    misfire_grace_s: int = 3600
 
     def __post_init__(self) -> None:
-        """Check the combination before anything runs."""
+        """Check the combination before anything runs.
+
+        Raises
+        ------
+        ConfigError
+            Listing every problem found (source ``[retrain]``; :func:`load` names the file).
+        """
+        problems: list[str] = []
         if self.launcher not in _LAUNCHERS:
-            raise ValueError(f"retrain.launcher must be one of {_LAUNCHERS}, got {self.launcher!r}")
+            problems.append(f"retrain.launcher must be one of {_LAUNCHERS}, got {self.launcher!r}")
         if self.nproc < 1:
-            raise ValueError(f"retrain.nproc must be >= 1, got {self.nproc}")
+            problems.append(f"retrain.nproc must be >= 1, got {self.nproc}")
         if self.launcher == "slurm" and self.sbatch_script is None:
-            raise ValueError("retrain.sbatch_script is required with launcher = 'slurm'")
+            problems.append("retrain.sbatch_script is required with launcher = 'slurm'")
         if self.launcher == "slurm" and self.archive_days is not None:
-            raise ValueError(
+            problems.append(
                 "retrain.archive_days needs launcher = 'local': the sbatch scripts take only "
                 "CONFIG and CHECKPOINT_DIR"
             )
         if self.archive_days is not None and self.archive_days <= 0:
-            raise ValueError(f"retrain.archive_days must be > 0, got {self.archive_days}")
+            problems.append(f"retrain.archive_days must be > 0, got {self.archive_days}")
         if not (self.reload in ("none", "systemctl") or self.reload.startswith("pid:")):
-            raise ValueError(
+            problems.append(
                 f"retrain.reload must be 'none', 'systemctl' or 'pid:PATH', got {self.reload!r}"
             )
+        if self.schedule is not None:
+            from radinfill.train.schedule import cron_trigger  # (schedule imports this module)
+
+            try:
+                cron_trigger(self.schedule)
+            except ValueError as err:
+                problems.append(f"retrain.schedule: {err}")
+        if isinstance(self.misfire_grace_s, bool) or not isinstance(self.misfire_grace_s, int):
+            problems.append(
+                f"retrain.misfire_grace_s must be whole seconds, got {self.misfire_grace_s!r}"
+            )
+        elif self.misfire_grace_s < 1:
+            problems.append(f"retrain.misfire_grace_s must be >= 1, got {self.misfire_grace_s}")
+        if problems:
+            raise ConfigError("[retrain]", problems)
         object.__setattr__(self, "data", tuple(self.data))
 
 
@@ -165,27 +211,34 @@ def load(path: str | os.PathLike[str]) -> tuple[RetrainSettings, train_config.Tr
 
     Raises
     ------
+    ConfigError
+        Naming the file and every problem of the ``[retrain]`` table (unknown or missing keys,
+        bad values).
     ValueError
-        Naming the file: no ``[retrain]`` table, an unknown key, a bad value.
+        Naming the file: an invalid ``[train]`` section.
     """
     path = Path(path).absolute()
     settings = train_config.load(path)
     document = tomllib.loads(path.read_text(encoding="utf-8"))
     table = dict(document.get("retrain", {}))
     allowed = {f.name for f in dataclasses.fields(RetrainSettings)}
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) in [retrain]: {', '.join(unknown)}")
-    for name in ("registry", "checkpoint_root"):
-        if name not in table:
-            raise ValueError(f"{path}: retrain.{name} is required")
+    problems = [f"unknown key retrain.{name}" for name in sorted(set(table) - allowed)]
+    problems += [f"retrain.{name} is required" for name in _REQUIRED if name not in table]
     for name in ("registry", "checkpoint_root", "sbatch_script"):
         if table.get(name) is not None:
             table[name] = _resolve(path.parent, table[name])
+    # stand-ins for missing required keys, so the other values are checked too
+    known = {name: path.parent for name in _REQUIRED}
+    known.update((name, value) for name, value in table.items() if name in allowed)
     try:
-        return RetrainSettings(**table), settings
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: {err}") from None
+        retrain_settings = RetrainSettings(**known)
+    except ConfigError as err:
+        raise ConfigError(str(path), problems + err.problems) from None
+    except TypeError as err:  # a value of the wrong type, e.g. nproc = "2"
+        raise ConfigError(str(path), [*problems, str(err)]) from None
+    if problems:
+        raise ConfigError(str(path), problems)
+    return retrain_settings, settings
 
 
 def train_command(

@@ -108,16 +108,21 @@ def decode(data: bytes, *, source: str = "<bytes>") -> Field:
     if "BY" not in hdr:
         raise RadolanError("garbled header: no BY (product length) token", source=source)
     if hdr.size != len(data):
-        kind = "truncated" if len(data) < hdr.size else "over-long"
+        short = len(data) < hdr.size
         raise RadolanError(
-            f"{kind}: {len(data)} bytes but header BY says {hdr.size}",
+            f"{'truncated' if short else 'over-long'}: {len(data)} bytes but header BY says "
+            f"{hdr.size}",
             source=source,
             offset=len(data),
+            kind="truncated" if short else "oversized",
         )
     try:
         product = info(hdr.product)
         if product.encoding == "rle":
-            raise RadolanError(f"run-length encoded picture product {hdr.product} is not supported")
+            raise RadolanError(
+                f"run-length encoded picture product {hdr.product} is not supported",
+                kind="unsupported",
+            )
         rows, cols = hdr.shape
         grid = grid_for(rows, cols, "wgs84" if hdr.version >= 5 else "sphere")
     except RadolanError as err:
@@ -128,6 +133,7 @@ def decode(data: bytes, *, source: str = "<bytes>") -> Field:
             f"payload of {len(payload)} bytes does not match grid {rows}x{cols} x {width} byte(s)",
             source=source,
             offset=len(raw),
+            kind="wrong_grid",
         )
     planes = (
         _decode_rvp6(payload, rows, cols)
@@ -164,11 +170,16 @@ def encode(field: Field) -> bytes:
     """
     hdr = field.header
     if not hdr.raw:
-        raise RadolanError("field has no RADOLAN binary header to encode with", source=field.source)
+        raise RadolanError(
+            "field has no RADOLAN binary header to encode with",
+            source=field.source,
+            kind="unsupported",
+        )
     if field.values.shape != hdr.shape or field.values.shape != field.grid.shape:
         raise RadolanError(
             f"values of shape {field.values.shape} do not match the header grid {hdr.shape}",
             source=field.source,
+            kind="wrong_grid",
         )
     values = np.asarray(field.values, dtype=np.float64)
     nodata = np.asarray(field.nodata, dtype=bool) | np.isnan(values)

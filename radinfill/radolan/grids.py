@@ -186,7 +186,7 @@ def grid_for(rows: int, cols: int, ellipsoid: Ellipsoid = "sphere") -> Grid:
             ref_y - 450e3 + (900 - rows) // 2 * 1000.0,
             ellipsoid,
         )
-    raise RadolanError(f"unknown grid size {rows}x{cols}")
+    raise RadolanError(f"unknown grid size {rows}x{cols}", kind="wrong_grid")
 
 
 def parse_size(text: str) -> tuple[int, int]:

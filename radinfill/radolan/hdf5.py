@@ -21,6 +21,10 @@ from radinfill.radolan.grids import grid_for
 from radinfill.radolan.header import Header
 
 _CORNER_TOLERANCE_DEG = 1e-4
+#: Widest stored number read (bytes per pixel): ODIM data are 8- to 64-bit integers or floats.
+#: Checked before the data are read, so a file whose type claims kilobytes per pixel cannot
+#: make the reader allocate that many times the grid.
+_MAX_ITEMSIZE = 8
 
 
 def decode(data: bytes, *, source: str = "<bytes>") -> Field:
@@ -30,11 +34,15 @@ def decode(data: bytes, *, source: str = "<bytes>") -> Field:
     try:
         with h5py.File(io.BytesIO(data), "r") as h5:
             return _decode(h5, source)
-    except RadolanError:
-        raise
+    except RadolanError as err:
+        raise err if err.source != "<bytes>" else err.with_source(source) from None
     except Exception as err:  # h5py raises many kinds (OSError, KeyError, TypeError, ...)
+        # HDF5's own diagnosis when the file is shorter than its superblock says
+        cut = "truncated file" in str(err)
         raise RadolanError(
-            f"unreadable ODIM-HDF5: {type(err).__name__}: {err}", source=source
+            f"unreadable ODIM-HDF5: {type(err).__name__}: {err}",
+            source=source,
+            kind="truncated" if cut else "corrupt",
         ) from None
 
 
@@ -48,21 +56,33 @@ def _time(date: object, time: object) -> datetime:
 
 def _decode(h5, source: str) -> Field:
     if not _text(h5.attrs.get("Conventions", "")).startswith("ODIM_H5"):
-        raise RadolanError("HDF5 file is not ODIM_H5", source=source)
+        raise RadolanError("HDF5 file is not ODIM_H5", source=source, kind="unsupported")
     where, what = h5["where"].attrs, h5["what"].attrs
     rows, cols = int(where["ysize"]), int(where["xsize"])
     grid = grid_for(rows, cols, "wgs84")
     dataset = h5["dataset1/data1/data"]
     if dataset.shape != (rows, cols):
         raise RadolanError(
-            f"data shape {dataset.shape} does not match {rows}x{cols}", source=source
+            f"data shape {dataset.shape} does not match {rows}x{cols}",
+            source=source,
+            kind="wrong_grid",
+        )
+    if dataset.dtype.kind not in "uif" or dataset.dtype.itemsize > _MAX_ITEMSIZE:
+        raise RadolanError(
+            f"data of type {dataset.dtype} are not numbers of at most {_MAX_ITEMSIZE} bytes",
+            source=source,
+            kind="unsupported",
         )
     _check_corners(where, grid, source)
     scaling = h5["dataset1/data1/what"].attrs
+    # Scalars (an array attribute would broadcast the comparisons beyond the grid).
     gain, offset = float(scaling["gain"]), float(scaling["offset"])
+    nodata_code, undetect_code = float(scaling["nodata"]), float(scaling["undetect"])
+    if not (math.isfinite(gain) and math.isfinite(offset)):
+        raise RadolanError(f"scaling gain {gain} or offset {offset} is not finite", source=source)
     stored = np.asarray(dataset[()])[::-1]
-    nodata = stored == scaling["nodata"]
-    undetect = stored == scaling["undetect"]
+    nodata = stored == nodata_code
+    undetect = stored == undetect_code
     values = (stored * gain + offset).astype(np.float32)
     values[undetect] = 0.0
     values[nodata] = np.nan
@@ -101,4 +121,5 @@ def _check_corners(where, grid, source: str) -> None:
                 f"corner {key} ({lon:.5f}, {lat:.5f}) does not match grid {grid.name} "
                 f"({ref_lon:.5f}, {ref_lat:.5f})",
                 source=source,
+                kind="wrong_grid",
             )

@@ -334,11 +334,18 @@ def build(
     extra = dict(extra or {})
     encoding = info(product).encoding
     if encoding == "rle":
-        raise RadolanError(f"cannot build a header for run-length picture product {product}")
+        raise RadolanError(
+            f"cannot build a header for run-length picture product {product}", kind="unsupported"
+        )
     if not 2000 <= utc.year <= 2099:
-        raise RadolanError(f"RADOLAN headers hold years 2000-2099, got {utc.year}")
+        raise RadolanError(
+            f"RADOLAN headers hold years 2000-2099, got {utc.year}", kind="unsupported"
+        )
     if unknown := sorted(extra.keys() - _OPTIONAL):
-        raise RadolanError(f"header tokens {unknown} cannot be added; allowed: {sorted(_OPTIONAL)}")
+        raise RadolanError(
+            f"header tokens {unknown} cannot be added; allowed: {sorted(_OPTIONAL)}",
+            kind="unsupported",
+        )
     site_text = f"<{','.join(sites)}>"
     if version < 5 and "VR" not in extra and len(site_text) % 2:
         site_text += " "
@@ -362,7 +369,9 @@ def build(
     try:
         built = parse(text.encode("ascii", errors="replace") + bytes([ETX]))
     except RadolanError as err:
-        raise RadolanError(f"values do not fit DWD's header layout ({err}): {text!r}") from None
+        raise RadolanError(
+            f"values do not fit DWD's header layout ({err}): {text!r}", kind="unsupported"
+        ) from None
     wanted = {
         "BY": len(built.raw) + payload,
         "VS": version,
@@ -372,5 +381,7 @@ def build(
         "GP": (rows, cols),
     }
     if misfit := sorted(name for name, value in wanted.items() if built[name] != value):
-        raise RadolanError(f"values of {misfit} do not fit DWD's header layout: {text!r}")
+        raise RadolanError(
+            f"values of {misfit} do not fit DWD's header layout: {text!r}", kind="unsupported"
+        )
     return built

@@ -26,6 +26,9 @@ MAX_PRODUCT_BYTES = 4800 * 4400 * 2 + 8192
 MAX_STREAM_BYTES = 512 * 1024 * 1024
 MAX_MEMBERS = 1000
 _MAX_NESTING = 3
+#: Bytes read from a decompressing stream at a time: memory follows what the stream really
+#: holds, never the budget (a ``read(budget)`` would allocate the whole budget up front).
+_CHUNK_BYTES = 1024 * 1024
 
 
 def sniff(data: bytes) -> str:
@@ -55,7 +58,9 @@ def read(path: str | os.PathLike[str]) -> list[Field]:
     size = path.stat().st_size
     if size > MAX_STREAM_BYTES:
         raise RadolanError(
-            f"file of {size} bytes is larger than {MAX_STREAM_BYTES}", source=str(path)
+            f"file of {size} bytes is larger than {MAX_STREAM_BYTES}",
+            source=str(path),
+            kind="oversized",
         )
     return loads(path.read_bytes(), str(path))
 
@@ -71,7 +76,9 @@ def loads(data: bytes, source: str = "<bytes>") -> list[Field]:
         If any part cannot be read or decoded, or ``data`` exceeds :data:`MAX_STREAM_BYTES`.
     """
     if len(data) > MAX_STREAM_BYTES:
-        raise RadolanError(f"{len(data)} bytes is larger than {MAX_STREAM_BYTES}", source=source)
+        raise RadolanError(
+            f"{len(data)} bytes is larger than {MAX_STREAM_BYTES}", source=source, kind="oversized"
+        )
     return list(_fields(data, source, 0, _Budget(MAX_STREAM_BYTES)))
 
 
@@ -79,7 +86,11 @@ def read_one(path: str | os.PathLike[str]) -> Field:
     """Read a file that holds exactly one product."""
     fields = read(path)
     if len(fields) != 1:
-        raise RadolanError(f"holds {len(fields)} products, expected exactly one", source=str(path))
+        raise RadolanError(
+            f"holds {len(fields)} products, expected exactly one",
+            source=str(path),
+            kind="unsupported",
+        )
     return fields[0]
 
 
@@ -115,12 +126,14 @@ def _fields(data: bytes, source: str, depth: int, budget: _Budget) -> Iterator[F
     if kind in ("product", "hdf5"):
         if len(data) > MAX_PRODUCT_BYTES:
             raise RadolanError(
-                f"product of {len(data)} bytes exceeds {MAX_PRODUCT_BYTES}", source=source
+                f"product of {len(data)} bytes exceeds {MAX_PRODUCT_BYTES}",
+                source=source,
+                kind="oversized",
             )
         yield decode(data, source=source)
         return
     if depth >= _MAX_NESTING:
-        raise RadolanError("archives nested too deeply", source=source)
+        raise RadolanError("archives nested too deeply", source=source, kind="unsupported")
     if kind == "tar":
         for name, member in _tar_members(data, source):
             yield from _fields(member, f"{source}:{name}", depth + 1, budget)
@@ -129,19 +142,29 @@ def _fields(data: bytes, source: str, depth: int, budget: _Budget) -> Iterator[F
 
 
 def _decompress(data: bytes, kind: str, source: str, budget: _Budget) -> bytes:
+    """The decompressed stream, read in chunks until it ends or passes the budget."""
+    chunks: list[bytes] = []
+    size = 0
     try:
         buffer = io.BytesIO(data)
         with gzip.GzipFile(fileobj=buffer) if kind == "gzip" else bz2.BZ2File(buffer) as stream:
-            out = stream.read(budget.left + 1)
-    except (OSError, EOFError, zlib.error, ValueError) as err:
+            while size <= budget.left and (chunk := stream.read(_CHUNK_BYTES)):
+                chunks.append(chunk)
+                size += len(chunk)
+    except EOFError as err:  # the stream ends before its end marker: cut short
+        raise RadolanError(
+            f"truncated {kind} stream: {err}", source=source, kind="truncated"
+        ) from None
+    except (OSError, zlib.error, ValueError) as err:
         raise RadolanError(f"corrupt {kind} stream: {err}", source=source) from None
-    if len(out) > budget.left:
+    if size > budget.left:
         raise RadolanError(
             f"{kind} stream expands beyond {MAX_STREAM_BYTES} bytes (all streams of the file)",
             source=source,
+            kind="oversized",
         )
-    budget.left -= len(out)
-    return out
+    budget.left -= size
+    return b"".join(chunks)
 
 
 def _tar_members(data: bytes, source: str) -> Iterator[tuple[str, bytes]]:
@@ -150,14 +173,42 @@ def _tar_members(data: bytes, source: str) -> Iterator[tuple[str, bytes]]:
             members = [m for m in archive.getmembers() if m.isfile()]
             if len(members) > MAX_MEMBERS:
                 raise RadolanError(
-                    f"tar holds {len(members)} files, more than {MAX_MEMBERS}", source=source
+                    f"tar holds {len(members)} files, more than {MAX_MEMBERS}",
+                    source=source,
+                    kind="oversized",
                 )
             if not members:
                 raise RadolanError("tar archive holds no files", source=source)
             for member in sorted(members, key=lambda m: m.name):
+                _check_member(member, source)
                 handle = archive.extractfile(member)
                 if handle is None:
                     continue
-                yield member.name, handle.read(MAX_PRODUCT_BYTES + 1)
+                yield member.name, handle.read(member.size)
     except (tarfile.TarError, OSError, EOFError) as err:
-        raise RadolanError(f"corrupt tar archive: {err}", source=source) from None
+        # A whole archive ends with two zero blocks; one without them was cut short.
+        cut = not data.endswith(bytes(2 * tarfile.BLOCKSIZE))
+        raise RadolanError(
+            f"{'truncated' if cut else 'corrupt'} tar archive: {err}",
+            source=source,
+            kind="truncated" if cut else "corrupt",
+        ) from None
+
+
+def _check_member(member: tarfile.TarInfo, source: str) -> None:
+    """Refuse a member before reading it if it could expand beyond the archive's own bytes.
+
+    A sparse member (which DWD never writes) can claim far more bytes than the archive holds;
+    one larger than any product is refused unread. Every other member's bytes lie inside the
+    archive (:mod:`tarfile` refuses an archive whose members run past its end), so reading
+    them allocates no more than the archive's size.
+    """
+    where = f"{source}:{member.name}"
+    if member.issparse():
+        raise RadolanError("sparse tar member is not supported", source=where, kind="unsupported")
+    if member.size > MAX_PRODUCT_BYTES:
+        raise RadolanError(
+            f"tar member of {member.size} bytes exceeds {MAX_PRODUCT_BYTES}",
+            source=where,
+            kind="oversized",
+        )

@@ -57,7 +57,9 @@ def info(product: str) -> ProductInfo:
     try:
         return _PRODUCTS[product]
     except KeyError:
-        raise RadolanError(f"unknown product encoding for product id {product!r}") from None
+        raise RadolanError(
+            f"unknown product encoding for product id {product!r}", kind="unsupported"
+        ) from None
 
 
 def known() -> tuple[str, ...]:
