@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -183,8 +184,6 @@ def _check_config(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         print("[train] section valid")
     if "retrain" in document:
-        from datetime import UTC, datetime
-
         from radinfill.train import retrain, schedule
 
         try:
@@ -227,8 +226,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from datetime import datetime
-
     from radinfill import stream
     from radinfill.radolan.grids import parse_size
 
@@ -339,10 +336,8 @@ def _backfill(args: argparse.Namespace) -> int:
     return summary.status
 
 
-def _utc_time(text: str | None, option: str):
+def _utc_time(text: str | None, option: str) -> datetime | None:
     """An ISO 8601 time as UTC (naive means UTC), or None."""
-    from datetime import UTC, datetime
-
     if text is None:
         return None
     try:
