@@ -5,7 +5,7 @@ This is how the seed infilled the RADOLAN record, with the service's own parts: 
 engine, window semantics, fallback, quarantine and outputs (RADOLAN, netCDF, sidecar) as
 ``radinfill serve``; only the arrival of the files differs.
 
-1. **Plan**: every file under ``SRC`` (recursive, symlinks not followed) that matches the
+1. **Plan** (rank 0): every file under ``SRC`` (recursive, symlinks not followed) that matches the
    patterns, dated by its header (:func:`~radinfill.daemon.intake.sniff_key`, else decoded),
    within ``[--from, --to]``, sorted by nominal time (several files of one time: oldest
    modification first, so a re-delivery becomes the current version as in the service).
@@ -21,8 +21,10 @@ engine, window semantics, fallback, quarantine and outputs (RADOLAN, netCDF, sid
 4. **Process** with a progress line per rank on stderr; SIGTERM/SIGINT stops after the file in
    hand (exit 130, resumable). Bad inputs go to ``OUT/.backfill/quarantine``.
 
-Ranks coordinate once, through a gloo process group: rank 0 removes temporary files a killed
-run left in ``OUT`` and every rank reads the ledgers before any rank writes.
+Ranks coordinate at the start only, through a gloo process group: rank 0 plans (one pass
+over the archive's headers, not one per rank) and sends the plan to the others, removes
+temporary files a killed run left in ``OUT``, and every rank reads the ledgers before any rank
+writes.
 """
 
 from __future__ import annotations
@@ -294,7 +296,9 @@ def run(
 
         if torch.cuda.is_available():
             config = dataclasses.replace(config, device=f"cuda:{local_rank}")
-    items = plan(source, config.patterns, config.products, start, end)
+    items = plan(source, config.patterns, config.products, start, end) if rank == 0 else []
+    if barrier is not None:  # one rank reads every header; the others get its plan
+        items = _shared(items)
     stop = threading.Event()
     previous = {
         signum: signal.signal(signum, lambda s, f: _stop(stop, s, f))
@@ -389,7 +393,8 @@ def _not_done(items: Sequence[Item], state: Path) -> list[Item]:
 
 def _join() -> tuple[int, int, int, Any]:
     """(rank, world, local rank, barrier) from the ``torchrun`` environment; one process
-    without it. The gloo group only synchronises the start, so CPU ranks need nothing else."""
+    without it. The gloo group only shares the plan and synchronises the start, so CPU ranks
+    need nothing else."""
     env = os.environ
     if "RANK" not in env or "WORLD_SIZE" not in env:
         return 0, 1, 0, None
@@ -400,6 +405,15 @@ def _join() -> tuple[int, int, int, Any]:
         return 0, 1, 0, None
     dist.init_process_group("gloo", rank=rank, world_size=world)
     return rank, world, int(env.get("LOCAL_RANK", "0")), dist.barrier
+
+
+def _shared(items: list[Item]) -> list[Item]:
+    """Rank 0's ``items`` on every rank (gloo broadcast of the pickled list)."""
+    import torch.distributed as dist
+
+    box: list[Any] = [items]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _leave() -> None:

@@ -295,7 +295,7 @@ class Pipeline:
         An empty file is incomplete too: a writer that creates the file, closes it and opens
         it again to write (``touch`` first) sends a close event before the first byte.
         """
-        kind = "truncated" if not data else classify_error(err)
+        kind = "truncated" if not data else err.kind
         age = time.monotonic() - arrival.seen_monotonic
         if kind == "truncated" and age < self.config.settle_timeout_s:
             raise NotReadyError(str(err), INCOMPLETE_RETRY_S)
@@ -446,13 +446,6 @@ class _OversizedError(OSError):
     def __init__(self, size: int) -> None:
         super().__init__(f"{size} bytes is larger than the {MAX_INPUT_BYTES} bytes accepted")
         self.size = size
-
-
-def classify_error(err: RadolanError) -> str:
-    """The bounded ``reason`` label of a decoding failure: the codec's own
-    :attr:`~radinfill.radolan.RadolanError.kind` (``truncated``, ``oversized``, ``wrong_grid``,
-    ``unsupported``, ``corrupt``), set where the failure is detected."""
-    return err.kind
 
 
 def _utc(timestamp: float) -> datetime:

@@ -19,7 +19,6 @@ import pytest
 from radinfill import holes, radolan
 from radinfill.daemon import outputs, shadow
 from radinfill.daemon.intake import Arrival, WorkQueue, settled
-from radinfill.daemon.pipeline import classify_error
 from radinfill.daemon.watcher import Watcher, choose_mode, matches, scan
 from radinfill.daemon.window import Window
 from radinfill.radolan import Field, RadolanError, grid_for
@@ -549,18 +548,18 @@ def _error(data: bytes) -> RadolanError:
 
 def test_decoding_errors_get_bounded_reason_labels(stream: StreamManifest, tmp_path: Path) -> None:
     good = stream.files[0].read_bytes()
-    assert classify_error(_error(good[: len(good) // 2])) == "truncated"
-    assert classify_error(_error(good + b"\0\0")) == "oversized"
-    assert classify_error(_error(b"\x00garbage" * 20)) == "corrupt"
-    assert classify_error(_error(b"")) == "corrupt"
-    assert classify_error(_error(b"PG" + good[2:])) == "unsupported"  # run-length picture
+    assert _error(good[: len(good) // 2]).kind == "truncated"
+    assert _error(good + b"\0\0").kind == "oversized"
+    assert _error(b"\x00garbage" * 20).kind == "corrupt"
+    assert _error(b"").kind == "corrupt"
+    assert _error(b"PG" + good[2:]).kind == "unsupported"  # run-length picture
     with pytest.raises(RadolanError) as unknown_grid:
         grid_for(1000, 1000)
-    assert classify_error(unknown_grid.value) == "wrong_grid"
+    assert unknown_grid.value.kind == "wrong_grid"
     two = tmp_path / "two.tar"
     with tarfile.open(two, "w") as archive:
         for name in ("a", "b"):
             archive.add(stream.files[0], arcname=name)
     with pytest.raises(RadolanError) as not_one:
         radolan.read_one(two)
-    assert classify_error(not_one.value) == "unsupported"
+    assert not_one.value.kind == "unsupported"
