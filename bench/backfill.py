@@ -59,7 +59,7 @@ def backfill(src: Path, out: Path, model: str, device: str, nproc: int) -> dict[
 
 def main() -> None:
     from radinfill import stream
-    from radinfill.demo import default_model
+    from radinfill.demo import DEFAULT_MODEL
     from radinfill.radolan.grids import parse_size
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--nproc", default="1,2", help="rank counts to run (comma-separated)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    model = args.model or default_model()
+    model = args.model or DEFAULT_MODEL
     with tempfile.TemporaryDirectory(prefix="radinfill-bench-") as tmp:
         root = Path(tmp)
         stream.write_stream(

@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the shipped model")
     parser.add_argument("--interval", type=float, default=2.0, help="s between deliveries")
     args = parser.parse_args()
-    model = args.model or demo.default_model()
+    model = args.model or demo.DEFAULT_MODEL
     configure_logging(fmt="json", level="warning")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

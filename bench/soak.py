@@ -517,7 +517,7 @@ def _events(log: Path, name: str) -> list[str]:
 
 
 def main() -> int:
-    from radinfill.demo import default_model
+    from radinfill.demo import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--products", type=int, default=1000)
@@ -534,7 +534,7 @@ def main() -> int:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--keep", help="work in this directory (kept) instead of a temporary one")
     args = parser.parse_args()
-    args.model = args.model or default_model()
+    args.model = args.model or DEFAULT_MODEL
     if args.keep:
         root = Path(args.keep)
         shutil.rmtree(root, ignore_errors=True)

@@ -246,7 +246,7 @@ def backfill(
     if barrier is not None:
         barrier()
     summary = Summary(rank, world, planned=len(mine), skipped=len(mine) - len(todo))
-    model = models.load(config.model, device=config.device, fallback=config.fallback)
+    model = models.load(config.model, device=config.device, fallback=config.fallback, offline=True)
     metrics = Metrics()
     catalog = _catalog(items)  # the pipeline adds each file it processes
     began = time.perf_counter()

@@ -16,7 +16,7 @@ is reported at once, one line each, so an operator fixes a file in one round::
     device = "auto"                           # auto | cpu | cuda | cuda:N
     window = 6                                # fields of context the model sees
     max_context = 24                          # fields kept for a long outage (advection source)
-    fallback = "advection"                    # baseline when the engine fails
+    fallback = "advection_boundary"           # baseline when the engine fails
     late_radar_wait_s = 0                     # hold a holed field this long for a correction
     horizon_s = 7200                          # corrections older than this are not reprocessed
     watch = "auto"                            # auto | inotify | polling
@@ -109,7 +109,7 @@ class ServiceConfig:
     device: str = "auto"
     window: int = 6
     max_context: int = 24
-    fallback: str = "advection"
+    fallback: str = "advection_boundary"
     late_radar_wait_s: float = 0.0
     horizon_s: float = 7200.0
     watch: str = "auto"
@@ -242,9 +242,9 @@ def _check_semantics(values: Mapping[str, Any], problems: list[str]) -> None:
         problems.append("service.max_context must be >= service.window")
     if values.get("watch", "auto") not in _WATCH_MODES:
         problems.append(f"service.watch must be one of {', '.join(_WATCH_MODES)}")
-    if values.get("fallback", "advection") not in baselines.list_methods():
+    if values.get("fallback", "advection_boundary") not in baselines.list_methods():
         problems.append(f"service.fallback must be one of {', '.join(baselines.list_methods())}")
-    elif not baselines.is_causal(values.get("fallback", "advection")):
+    elif not baselines.is_causal(values.get("fallback", "advection_boundary")):
         problems.append("service.fallback must be causal (it runs on the current field)")
     device = values.get("device", "auto")
     if device not in ("auto", "cpu", "cuda") and not _is_cuda_index(device):

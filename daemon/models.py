@@ -54,6 +54,8 @@ class LoadedModel:
         Product interval the model was trained for (None: any, a baseline).
     engine
         The :class:`~radinfill.model.engine.InfillEngine` (None for a baseline).
+    causal
+        False for an offline baseline, which is handed the frames after the field too.
     """
 
     method: Callable[..., np.ndarray]
@@ -63,6 +65,7 @@ class LoadedModel:
     device: str = "cpu"
     interval_minutes: int | None = None
     engine: Any = None
+    causal: bool = True
 
     def suits(self, interval_minutes: int) -> bool:
         """Whether the model was trained for fields of this interval."""
@@ -73,8 +76,17 @@ class LoadedModel:
         return dict(self.engine.fallbacks) if self.engine is not None else {}
 
 
-def load(spec: str, *, device: str = "auto", fallback: str = "advection") -> LoadedModel:
+def load(
+    spec: str,
+    *,
+    device: str = "auto",
+    fallback: str = "advection_boundary",
+    offline: bool = False,
+) -> LoadedModel:
     """Load, verify, check on the golden input and warm up the model named by ``spec``.
+
+    ``offline`` admits baselines that read the frames after the field (archive backfills);
+    the live service refuses them.
 
     Raises
     ------
@@ -86,9 +98,10 @@ def load(spec: str, *, device: str = "auto", fallback: str = "advection") -> Loa
     """
     if spec.startswith(BASELINE_PREFIX):
         name = spec.removeprefix(BASELINE_PREFIX)
-        if not baselines.is_causal(name):
+        causal = baselines.is_causal(name)
+        if not causal and not offline:
             raise ValueError(f"{spec}: the service needs a causal baseline")
-        return LoadedModel(baselines.get_method(name), spec, name)
+        return LoadedModel(baselines.get_method(name), spec, name, causal=causal)
     from radinfill.model import registry
     from radinfill.model.checkpoint import METADATA, WEIGHTS
     from radinfill.model.engine import InfillEngine

@@ -52,7 +52,7 @@ from radinfill.daemon.ledger import Ledger, Verdict
 from radinfill.daemon.models import ModelSlot
 from radinfill.daemon.telemetry import Metrics
 from radinfill.daemon.window import Locate, Window
-from radinfill.model import baselines
+from radinfill.model import baselines, features
 from radinfill.radolan import Field, RadolanError
 
 __all__ = ["NotReadyError", "Outcome", "Pipeline", "Result"]
@@ -347,8 +347,9 @@ class Pipeline:
         if not model.suits(fld.interval_minutes):
             reason = "interval"
         else:
+            future = None if model.causal else self.window.future(fld, features.FUTURE_FRAMES)
             try:
-                values = model.method(frames, report.failure)
+                values = model.method(frames, report.failure, future=future)
             except Exception as err:  # any model failure falls back
                 _log.error("model_failed", product=fld.product, error=repr(err))
                 reason = "model_error"

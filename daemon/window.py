@@ -103,6 +103,18 @@ class Window:
         frames = np.stack([nan if f is None else f.values for f in found[:-1]] + [field.values])
         return Context(frames.astype(np.float32, copy=False), tuple(f is not None for f in found))
 
+    def future(self, field: Field, steps: int) -> np.ndarray | None:
+        """Up to ``steps`` frames after ``field`` for an offline method (an archive backfill):
+        float32 ``(K, rows, cols)``, oldest first, up to the first step not found; None when
+        not even the next one is there (the live service, where the future has not come)."""
+        found = []
+        for k in range(1, steps + 1):
+            frame = self._get(field, field.time + k * field.interval)
+            if frame is None:
+                break
+            found.append(frame.values)
+        return np.stack(found).astype(np.float32, copy=False) if found else None
+
     def products(self) -> list[tuple[str, tuple[int, int]]]:
         """The (product, shape) keys held."""
         with self._lock:

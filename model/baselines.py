@@ -20,22 +20,29 @@ Methods are unit-agnostic: the output is in the unit of the frames (mm per inter
 Motion comes from :mod:`radinfill.model.motion` (pixels per step, row 0 = south); the number of
 steps between a hole pixel's last valid frame and the current one is its *lead*.
 
-========================  =======  ==============================================================
-name                      causal   what fills the hole
-========================  =======  ==============================================================
-``zero``                  yes      0 (the floor every method must beat)
-``persistence``           yes      each pixel's most recent valid value from earlier frames
-``laplace``               yes      harmonic interpolation of the current frame (one sparse solve)
-``advection``             yes      the pixel's last valid frame moved forward by its lead along
-                                   optical-flow motion; persistence where the trajectory leaves
-                                   the data
-``advection_smooth``      yes      ``advection`` blurred with sigma = 1 px x lead (steps): the
-                                   expected position error grows with the lead, and the blur is
-                                   the strongest classical fill on RMSE
-``bidirectional``         no       ``advection`` from the past blended with the first valid future
-                                   frame moved backwards, weights linear in time; exactly
-                                   ``advection`` without a valid future frame
-========================  =======  ==============================================================
+==========================  =======  ==============================================================
+name                        causal   what fills the hole
+==========================  =======  ==============================================================
+``zero``                    yes      0 (the floor every method must beat)
+``persistence``             yes      each pixel's most recent valid value from earlier frames
+``laplace``                 yes      harmonic interpolation of the current frame (one sparse solve)
+``advection``               yes      the pixel's last valid frame moved forward by its lead along
+                                     optical-flow motion; persistence where the trajectory leaves
+                                     the data
+``advection_smooth``        yes      ``advection`` blurred with sigma = 1 px x lead (steps): the
+                                     expected position error grows with the lead, and the blur
+                                     lowers RMSE by 8-15 % on real cases
+``advection_boundary``      yes      ``advection_smooth`` corrected to the current frame around the
+                                     hole: its departure from the prior on the valid pixels around
+                                     the hole, interpolated harmonically into the hole (log1p); the
+                                     strongest classical causal method, the networks' residual base
+``bidirectional``           no       ``advection`` from the past blended with the first valid future
+                                     frame moved backwards, weights linear in time; exactly
+                                     ``advection`` without a valid future frame
+``bidirectional_boundary``  no       ``bidirectional`` corrected to the current frame around the
+                                     hole as in ``advection_boundary``: the default of archive
+                                     backfills
+==========================  =======  ==============================================================
 
 Options are keyword arguments of :func:`get_method` (e.g. ``get_method("advection_smooth",
 sigma_per_step=2.0)``); unknown options raise TypeError there, not at the first call.
@@ -55,6 +62,13 @@ import scipy.sparse.linalg
 from scipy import ndimage
 
 from radinfill.model import motion
+
+#: Width in pixels of the ring of valid pixels around a hole from which ``advection_boundary``
+#: takes the current frame's departure from the advection. 1 px: the valid pixels next to the
+#: hole, since the harmonic interpolation already averages the whole boundary. Wider rings (3
+#: and 8 px, averaged along the ring) changed hole RMSE by under 0.3 % on the held-out real
+#: cases, slightly for the worse on two of three.
+BOUNDARY_RING = 1
 
 
 class InfillMethod(Protocol):
@@ -142,9 +156,15 @@ def _finish(current: np.ndarray, hole: np.ndarray, filled: np.ndarray) -> np.nda
 
 
 def advection_with_flow(
-    frames: np.ndarray, hole: np.ndarray, flow: np.ndarray, *, sigma_per_step: float = 1.0
+    frames: np.ndarray,
+    hole: np.ndarray,
+    flow: np.ndarray,
+    *,
+    sigma_per_step: float = 1.0,
+    ring: int = BOUNDARY_RING,
 ) -> np.ndarray:
-    """``advection_smooth`` (``advection`` for ``sigma_per_step=0``) along a given motion field.
+    """``advection_boundary`` along a given motion field (``ring=0``: ``advection_smooth``;
+    ``sigma_per_step=0`` as well: ``advection``).
 
     For callers that need the motion as well (the model's input features): the flow, from
     :func:`radinfill.model.motion.estimate` on the frames with the current hole cut, is then
@@ -154,7 +174,7 @@ def advection_with_flow(
     if not hole.any():
         return frames[-1].copy()
     frames = _cut(frames, hole)
-    return _finish(frames[-1], hole, _advect_or_persist(frames, hole, flow, sigma_per_step))
+    return _finish(frames[-1], hole, _boundary_advection(frames, hole, flow, sigma_per_step, ring))
 
 
 # --- hole fillers (pure; frames float32 with the current hole already NaN) ---------------------
@@ -233,6 +253,33 @@ def _advection_smooth(
     return _advected_or_persistent(frames, hole, flow_sigma, sigma_per_step)
 
 
+def _advection_boundary(
+    frames: np.ndarray,
+    hole: np.ndarray,
+    *,
+    sigma_per_step: float = 1.0,
+    flow_sigma: float = 25.0,
+    ring: int = BOUNDARY_RING,
+) -> np.ndarray:
+    """``advection_smooth`` corrected to what the current frame shows around the hole.
+
+    Rain grows, decays and drifts off the motion estimate while a radar is down, and the
+    current frame shows how much right at the hole's edge. On a ring of valid pixels up to
+    ``ring`` px from each hole component, the departure ``log1p(current) - log1p(prior)`` is
+    taken against ``advection_smooth`` itself, computed there over the lead of the nearest hole
+    pixel; a ring wider than 1 px is averaged along itself (NaN-aware Gaussian, sigma ``ring /
+    2``). The departure is interpolated harmonically into the hole (the ``laplace`` solve) and
+    added to ``advection_smooth`` in ``log1p`` space: multiplicative for heavy rain, additive
+    for light rain, never negative. So a uniform change of intensity is corrected exactly;
+    where the current frame agrees with the prior on the ring the result is
+    ``advection_smooth``; a hole component with no valid ring pixel (nothing observed around
+    it) keeps ``advection_smooth``. log1p is of the frames' own unit (mm per interval for
+    RADOLAN).
+    """
+    flow = motion.estimate(frames, sigma=flow_sigma)
+    return _boundary_advection(frames, hole, flow, sigma_per_step, ring)
+
+
 def _bidirectional(
     frames: np.ndarray, hole: np.ndarray, future: np.ndarray | None, *, flow_sigma: float = 25.0
 ) -> np.ndarray:
@@ -243,26 +290,26 @@ def _bidirectional(
     has no value the other is used alone. Backward motion comes from the future frames in reverse
     order when there are at least two, else it is the past motion reversed.
     """
-    past_flow = motion.estimate(frames, sigma=flow_sigma)
-    forward = _advect_by_lead(frames[:-1], hole, past_flow, 0.0)
-    causal = np.where(np.isfinite(forward), forward, _persistence(frames, hole))
-    if future is None or len(future) == 0:
-        return causal
-    reversed_future = future[::-1]
-    back_flow = (
-        motion.estimate(reversed_future, sigma=flow_sigma) if len(future) >= 2 else -past_flow
-    )
-    # Reversed, the future is a history whose last frame (future[0]) is 1 step from the present.
-    backward = _advect_by_lead(reversed_future, hole, back_flow, 0.0)
-    past_lead = _latest_valid(frames[:-1], hole)[1]
-    future_lead = _latest_valid(reversed_future, hole)[1]
-    with np.errstate(invalid="ignore"):
-        blend = (future_lead * forward + past_lead * backward) / (past_lead + future_lead)
-    return np.where(
-        np.isfinite(backward),
-        np.where(np.isfinite(forward), blend, backward),
-        causal,
-    )
+    return _two_sided(frames, hole, future, flow_sigma, ring=0)
+
+
+def _bidirectional_boundary(
+    frames: np.ndarray,
+    hole: np.ndarray,
+    future: np.ndarray | None,
+    *,
+    flow_sigma: float = 25.0,
+    ring: int = BOUNDARY_RING,
+) -> np.ndarray:
+    """``bidirectional`` corrected to the current frame around the hole.
+
+    The correction of ``advection_boundary``, with ``bidirectional`` as the prior: on the ring
+    of valid pixels around each hole component the departure of the current frame from the
+    two-sided blend (over the past and future leads of the nearest hole pixel) is interpolated
+    harmonically into the hole and added in ``log1p`` space. The strongest classical method for
+    archives, where the frames after an outage are known.
+    """
+    return _two_sided(frames, hole, future, flow_sigma, ring=ring)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -280,8 +327,102 @@ def _advected_or_persistent(
 def _advect_or_persist(
     frames: np.ndarray, hole: np.ndarray, flow: np.ndarray, sigma_per_step: float
 ) -> np.ndarray:
-    advected = _advect_by_lead(frames[:-1], hole, flow, sigma_per_step)
+    lead = _latest_valid(frames[:-1], hole)[1]
+    advected = _advect_by_lead(frames[:-1], lead, flow, sigma_per_step)
     return np.where(np.isfinite(advected), advected, _persistence(frames, hole))
+
+
+def _boundary_advection(
+    frames: np.ndarray, hole: np.ndarray, flow: np.ndarray, sigma_per_step: float, ring: int
+) -> np.ndarray:
+    """``advection_smooth`` along ``flow`` corrected to the current frame's ring (see
+    :func:`_advection_boundary`); ``ring=0`` leaves it uncorrected."""
+    history = frames[:-1]
+    prior = _advect_or_persist(frames, hole, flow, sigma_per_step)
+    lead = _latest_valid(history, hole)[1]
+    return _corrected(
+        frames[-1],
+        hole,
+        prior,
+        lambda on_ring: _advect_by_lead(history, on_ring(lead), flow, sigma_per_step),
+        ring,
+    )
+
+
+def _two_sided(
+    frames: np.ndarray, hole: np.ndarray, future: np.ndarray | None, flow_sigma: float, ring: int
+) -> np.ndarray:
+    """``bidirectional`` (``ring=0``) or ``bidirectional_boundary``."""
+    history = frames[:-1]
+    past_flow = motion.estimate(frames, sigma=flow_sigma)
+    past_lead = _latest_valid(history, hole)[1]
+    if future is None or len(future) == 0:
+        reversed_future, back_flow = history[:0], past_flow  # no future: forward only
+    else:
+        # Reversed, the future is a history whose last frame (future[0]) is 1 step ahead.
+        reversed_future = future[::-1]
+        back_flow = (
+            motion.estimate(reversed_future, sigma=flow_sigma) if len(future) >= 2 else -past_flow
+        )
+    future_lead = _latest_valid(reversed_future, hole)[1]
+
+    def blend(past: np.ndarray, ahead: np.ndarray) -> np.ndarray:
+        """Both sides weighted by the other's lead where both exist, else the one that does."""
+        forward = _advect_by_lead(history, past, past_flow, 0.0)
+        backward = _advect_by_lead(reversed_future, ahead, back_flow, 0.0)
+        with np.errstate(invalid="ignore"):
+            both = (ahead * forward + past * backward) / (past + ahead)
+        return np.where(
+            np.isfinite(backward), np.where(np.isfinite(forward), both, backward), forward
+        )
+
+    prior = blend(past_lead, future_lead)
+    prior = np.where(np.isfinite(prior), prior, _persistence(frames, hole))
+    return _corrected(
+        frames[-1],
+        hole,
+        prior,
+        lambda on_ring: blend(on_ring(past_lead), on_ring(future_lead)),
+        ring,
+    )
+
+
+def _corrected(
+    current: np.ndarray,
+    hole: np.ndarray,
+    prior: np.ndarray,
+    predict: Callable[[Callable[[np.ndarray], np.ndarray]], np.ndarray],
+    ring: int,
+) -> np.ndarray:
+    """``prior`` corrected to what ``current`` shows on a ring around the hole.
+
+    ``predict(on_ring)`` is the prior's method evaluated on the ring: ``on_ring(lead)`` turns a
+    per-hole-pixel lead map into one for the ring pixels (each takes the lead of its nearest
+    hole pixel), NaN elsewhere. The departure ``log1p(current) - log1p(predicted)`` on the ring
+    (averaged along a ring wider than 1 px) is interpolated harmonically into the hole and
+    added to ``log1p(prior)``; where no ring pixel is valid the prior stands. ``ring <= 0``
+    returns the prior.
+    """
+    if ring <= 0:
+        return prior
+    distance, (near_row, near_col) = ndimage.distance_transform_edt(~hole, return_indices=True)
+    around = (distance <= ring) & ~hole & np.isfinite(current)
+
+    def on_ring(lead: np.ndarray) -> np.ndarray:
+        spread = np.full(hole.shape, np.nan, dtype=np.float32)
+        spread[around] = lead[near_row[around], near_col[around]]
+        return spread
+
+    reference = predict(on_ring)
+    departure = np.full(hole.shape, np.nan, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        departure[around] = np.log1p(current[around]) - np.log1p(reference[around])
+    if ring > 1:
+        departure = motion.nan_blur(departure, ring / 2.0)
+    correction = _laplace(departure[None], hole)
+    with np.errstate(invalid="ignore"):
+        corrected = np.expm1(np.log1p(prior) + correction)
+    return np.where(np.isfinite(correction), corrected, prior).astype(np.float32)
 
 
 def _latest_valid(history: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -315,19 +456,19 @@ def _latest_valid(history: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, n
 
 def _advect_by_lead(
     history: np.ndarray,
-    hole: np.ndarray,
+    lead: np.ndarray,
     flow: np.ndarray,
     sigma_per_step: float,
 ) -> np.ndarray:
-    """Fill each hole pixel from its most recent valid frame in ``history``, moved by its lead.
+    """Fill each pixel with a finite ``lead`` from ``history[-lead]`` moved forward by ``lead``.
 
-    Pixels are grouped by lead (steps since their last valid frame; the last frame of ``history``
-    is 1 step away); each group's source frame is advected once, optionally blurred
-    with sigma ``sigma_per_step * lead``, and fills that group. NaN where no frame is valid or the
-    trajectory leaves the data.
+    ``lead`` is in steps (the last frame of ``history`` is 1 step away; NaN: not filled), e.g.
+    the steps since each hole pixel's last valid frame (:func:`_latest_valid`). Pixels are
+    grouped by lead; each group's source frame is advected once, optionally blurred with sigma
+    ``sigma_per_step * lead``, and fills that group. NaN where not filled, where the source is
+    no-data or the trajectory leaves the data.
     """
-    lead = _latest_valid(history, hole)[1]
-    filled = np.full(hole.shape, np.nan, dtype=np.float32)
+    filled = np.full(lead.shape, np.nan, dtype=np.float32)
     for steps in np.unique(lead[np.isfinite(lead)]).astype(int):
         group = lead == steps
         moved = motion.advect(history[-steps], flow, steps)
@@ -355,7 +496,9 @@ _REGISTRY: MappingProxyType[str, _Entry] = MappingProxyType(
         "laplace": _Entry(_laplace, causal=True),
         "advection": _Entry(_advection, causal=True),
         "advection_smooth": _Entry(_advection_smooth, causal=True),
+        "advection_boundary": _Entry(_advection_boundary, causal=True),
         "bidirectional": _Entry(_bidirectional, causal=False),
+        "bidirectional_boundary": _Entry(_bidirectional_boundary, causal=False),
     }
 )
 

@@ -8,8 +8,11 @@ come back bit-identical (NaN included), hole pixels finite and >= 0. The network
 ``future`` is accepted for the contract and ignored.
 
 Per call the engine builds the inputs with :func:`radinfill.model.features.prepare` (the
-checkpoint's ``window`` and ``interval_minutes``; frames become mm/h), runs one forward pass and
-converts the predicted rate back to mm per interval.
+checkpoint's ``window`` and ``interval_minutes``; frames become mm/h), runs one forward pass,
+keeps the prediction inside the safety envelope of :mod:`radinfill.model.envelope` (bounded
+correction of the ``advection_boundary`` prior, capped by the evidence of the window; the prior
+itself, counted as an ``envelope`` fallback, when the prediction departs from it too far) and
+converts the rate back to mm per interval. The envelope holds for every checkpoint.
 
 Devices and failures
 --------------------
@@ -59,7 +62,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from radinfill.model import baselines, features
+from radinfill.model import baselines, envelope, features
 from radinfill.model.checkpoint import load_checkpoint
 
 LOG = logging.getLogger(__name__)
@@ -75,6 +78,7 @@ CHECKPOINT_PREFIX = "checkpoint:"
 #: Fallback counter keys (see :attr:`InfillEngine.fallbacks`).
 CUDA_TO_CPU = "cuda_to_cpu"
 MODEL_TO_BASELINE = "model_to_baseline"
+ENVELOPE = "envelope"
 
 Item = tuple[np.ndarray, np.ndarray]
 
@@ -114,8 +118,9 @@ class InfillEngine:
     ----------
     fallbacks
         Count of fallbacks by reason: ``"cuda_to_cpu"`` (a CUDA failure, the CPU took over)
-        and ``"model_to_baseline"`` (the model failed, the baseline filled the hole). Counted
-        once per forward pass, i.e. per batch.
+        and ``"model_to_baseline"`` (the model failed, the baseline filled the hole), counted
+        once per forward pass, i.e. per batch; ``"envelope"`` (a field's prediction left the
+        safety envelope and its prior was used), counted per field.
 
     Raises
     ------
@@ -132,7 +137,7 @@ class InfillEngine:
         interval_minutes: int,
         device: str | torch.device = "auto",
         precision: str = "fp32",
-        fallback: str | None = "advection",
+        fallback: str | None = "advection_boundary",
         tile: tuple[int, int] | None = None,
         overlap: int = 64,
         threads: int | None = None,
@@ -177,7 +182,7 @@ class InfillEngine:
         device: str | torch.device = "auto",
         *,
         precision: str = "fp32",
-        fallback: str | None = "advection",
+        fallback: str | None = "advection_boundary",
         tile: tuple[int, int] | None = None,
         overlap: int = 64,
         threads: int | None = None,
@@ -286,10 +291,17 @@ class InfillEngine:
             for frames, hole in items
         ]
         rates = self._predict(inputs)
-        if rates is not None:
-            return list(rates * np.float32(self.interval_minutes / 60.0))
-        # The model failed; _predict re-raised unless there is a baseline.
-        return [self._baseline(frames, hole) for frames, hole in items]  # type: ignore[misc]
+        if rates is None:  # the model failed; _predict re-raised unless there is a baseline
+            return [self._baseline(frames, hole) for frames, hole in items]  # type: ignore[misc]
+        to_rate = np.float32(60.0 / self.interval_minutes)
+        filled = []
+        for rate, item, (frames, hole) in zip(rates, inputs, items, strict=True):
+            cap = envelope.evidence_cap(frames * to_rate)
+            bounded, departed = envelope.bound(rate, item.aux[features.AUX_ADVECTED], hole, cap)
+            if departed:
+                self._count_envelope()
+            filled.append(bounded / to_rate)
+        return filled
 
     def _predict(self, inputs: Sequence[features.Inputs]) -> np.ndarray | None:
         """Model prediction (B, rows, cols) in mm/h, trying the device, then the CPU.
@@ -352,6 +364,16 @@ class InfillEngine:
             total[window] += part * w
             weight[r0:r1, c0:c1] += w
         return total / weight
+
+    def _count_envelope(self) -> None:
+        """Count a prediction that left the safety envelope (the prior was used instead)."""
+        self.fallbacks[ENVELOPE] += 1
+        LOG.warning(
+            "model output left the safety envelope; using its prior advection_boundary "
+            "(%s fallbacks so far: %d)",
+            ENVELOPE,
+            self.fallbacks[ENVELOPE],
+        )
 
     def _count(self, reason: str, device: torch.device, err: BaseException, instead: str) -> None:
         """Count a fallback and log it with the error's first line."""

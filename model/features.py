@@ -12,7 +12,7 @@ hole; ``hole`` bool, see :mod:`radinfill.model.baselines`) into those inputs:
   :data:`AUX_NAMES`:
 
   =============  ===========================================================================
-  ``advected``   ``advection_smooth`` of the window into the hole in mm/h; the current frame
+  ``advected``   ``advection_boundary`` of the window into the hole in mm/h; the current frame
                  outside the hole; 0 where there are no data at all
   ``u``, ``v``   motion in pixels per step (:func:`radinfill.model.motion.estimate`; u east,
                  v north since row 0 is south)
@@ -23,9 +23,10 @@ hole; ``hole`` bool, see :mod:`radinfill.model.baselines`) into those inputs:
   =============  ===========================================================================
 
 The advected field is the residual base of the networks: an untrained network returns it unchanged
-inside the hole. It is computed by the ``advection_smooth`` baseline itself, and the motion
+inside the hole. It is computed by the ``advection_boundary`` baseline itself, and the motion
 channels by the same :func:`~radinfill.model.motion.estimate` with the same defaults, so the
-learned and the classical infill start from the same numbers.
+learned infill starts from the strongest classical causal method, ``advection_boundary``
+(:mod:`radinfill.model.baselines`), and an untrained network equals it exactly.
 
 :func:`prepare` is pure numpy; :func:`to_tensors` is the one place that imports torch.
 """
@@ -50,6 +51,7 @@ __all__ = [
     "AUX_LEAD",
     "AUX_NAMES",
     "DEFAULT_WINDOW",
+    "FUTURE_FRAMES",
     "PRE_OUTAGE_FRAMES",
     "Inputs",
     "lead_steps",
@@ -62,6 +64,8 @@ DEFAULT_WINDOW = 6
 #: Complete frames kept before a running outage began, so that a long outage, once it is older
 #: than the window, still has observed rain to advect into the hole.
 PRE_OUTAGE_FRAMES = 3
+#: Frames after the current one that offline methods (archives) are given.
+FUTURE_FRAMES = 3
 #: Names of the base auxiliary channels, in channel order.
 AUX_NAMES: tuple[str, ...] = ("advected", "u", "v", "hole", "lead")
 #: Number of base auxiliary channels (NWP channels come after them).

@@ -88,10 +88,15 @@ def estimate(
         return flow_sum
     dis = cv2.DISOpticalFlow_create(preset)
     for i in range(len(recent) - 1):
-        both = _erode(valid[i] & valid[i + 1], erosion)
+        common = valid[i] & valid[i + 1]
+        both = _erode(common, erosion)
         if not both.any():
             continue
-        flow = dis.calc(images[i], images[i + 1], None)
+        # Blank what either frame lacks in BOTH images: a hole in one frame only would
+        # otherwise read as rain vanishing or moving (a stationary cell under a new hole
+        # became motion towards the hole's edge).
+        first, second = (np.where(common, image, 0).astype(np.uint8) for image in images[i : i + 2])
+        flow = dis.calc(first, second, None)
         flow_sum += np.moveaxis(flow, -1, 0) * both
         weight += both
     return _fill_smooth(flow_sum, weight, sigma)

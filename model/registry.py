@@ -46,6 +46,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter
 
 from radinfill import atomic, permissions, synth
+from radinfill.model import baselines
 from radinfill.model.checkpoint import METADATA, WEIGHTS, read_metadata
 from radinfill.model.engine import InfillEngine
 
@@ -67,6 +68,10 @@ GOLDEN_OUTAGE_FRAMES = 2
 #: another device or thread count differs by far less; another model by far more.
 GOLDEN_ATOL = 1e-3
 GOLDEN_RTOL = 1e-2
+#: The release's hole RMSE against the synthetic truth of the golden input may be at most this
+#: factor times that of its classical prior (``advection_boundary``): a model that is worse
+#: than the method it corrects is refused even when it reproduces its own stored output.
+GOLDEN_PRIOR_FACTOR = 1.1
 #: File mode of release files and directories (read-only for everyone).
 _READ_ONLY_FILE = 0o444
 _READ_ONLY_DIR = 0o555
@@ -381,9 +386,11 @@ def golden_check(
     Raises
     ------
     RegistryError
-        If ``golden.npz`` is missing or malformed, the engine fell back to a baseline, the
-        hole holds NaN, infinite or negative values, pixels outside the hole changed, or the
-        output differs from the expected one beyond the tolerance.
+        If ``golden.npz`` is missing or malformed or not the synthetic golden input, the
+        engine fell back to a baseline, the hole holds NaN, infinite or negative values,
+        pixels outside the hole changed, the output differs from the expected one beyond the
+        tolerance, or it is further from the synthetic truth than
+        :data:`GOLDEN_PRIOR_FACTOR` times the classical prior.
     """
     file = Path(release) / GOLDEN
     frames, hole, expected = _read_golden(file)
@@ -406,7 +413,27 @@ def golden_check(
             f"{difference.max():.3g} mm (at {wanted[worst]:.3g} mm expected; atol {atol:g}, "
             f"rtol {rtol:g}): another model, or a broken device"
         )
+    _check_against_truth(file, frames, hole, filled, engine.interval_minutes)
     return float(difference.max(initial=0.0))
+
+
+def _check_against_truth(
+    file: Path, frames: np.ndarray, hole: np.ndarray, filled: np.ndarray, interval: int
+) -> None:
+    """Compare the golden output inside the hole with the synthetic truth it was cut from."""
+    truth = synth.sequence(GOLDEN_SHAPE, len(frames), interval, GOLDEN_PRESET, GOLDEN_SEED)
+    if not np.array_equal(np.where(np.isnan(frames), truth, frames), truth, equal_nan=True):
+        raise RegistryError(f"{file}: the golden frames are not the synthetic golden input")
+    prior = baselines.get_method("advection_boundary")(frames, hole)[hole]
+    error, prior_error = (
+        float(np.sqrt(np.mean((v - truth[-1][hole]) ** 2))) for v in (filled, prior)
+    )
+    if error > GOLDEN_PRIOR_FACTOR * prior_error:
+        raise RegistryError(
+            f"{file}: golden output is {error:.4g} mm from the synthetic truth in the hole "
+            f"(RMSE), its classical prior {prior_error:.4g} mm: the model is worse than "
+            "advection_boundary"
+        )
 
 
 def _read_golden(file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ Architecture (``L = len(widths)`` levels; level ``i`` is at 1/2**(i+1) resolutio
   answer is wanted. Padding is outside every mask.
 * **Residual output**: ``prediction = expm1(relu(log1p(advected) + c))`` in mm/h, computed in the
   equivalent form ``relu(advected + (1 + advected) * expm1(c))``, which is exactly ``advected``
-  for ``c = 0``: the untrained network (head weights zero) returns the ``advection_smooth``
+  for ``c = 0``: the untrained network (head weights zero) returns the ``advection_boundary``
   infill unchanged, and every output is >= 0.
 * **Causal and streamable**: the temporal variants keep one ConvLSTM state per memory level;
   the state after frame t depends on frames <= t only, and feeding frames one at a time with

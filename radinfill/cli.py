@@ -99,6 +99,8 @@ def _promote(args: argparse.Namespace) -> int:
         specs=args.data or _held_out_specs(args.samples),
         gate=args.score or promote.DEFAULT_SCORES,
         tolerance=args.tolerance,
+        floor_methods=args.floor,
+        floor_margin=promote.FLOOR_MARGIN if args.floor_margin is None else args.floor_margin,
         force=args.force,
         out=Path(args.out) if args.out else None,
     )
@@ -272,6 +274,9 @@ def _train(args: argparse.Namespace) -> int:
         return supervise.supervise([*child, "--max-restarts", "0"], args.max_restarts)
     last = job.run(settings)
     print(f"last snapshot: {last}")
+    best = job.best_snapshot(last.parent)
+    if best is not None:
+        print(f"best on validation: {best[0]} (hole RMSE {best[1]:.4f} x advection_boundary)")
     return 0
 
 
@@ -312,8 +317,12 @@ def _backfill(args: argparse.Namespace) -> int:
         if base is None:
             return EXIT_CONFIG
     changes: dict[str, object] = {}
-    if args.model is not None or base is None:
-        changes["model"] = args.model or str(demo.default_model())
+    if args.model is not None:
+        changes["model"] = args.model
+    elif not args.causal:
+        changes["model"] = demo.ARCHIVE_MODEL
+    elif base is None:
+        changes["model"] = demo.DEFAULT_MODEL
     if args.device is not None:
         changes["device"] = args.device
     if args.products is not None:
@@ -390,7 +399,17 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--from", dest="start", help="first nominal time, ISO 8601 (UTC)")
     fill.add_argument("--to", dest="end", help="last nominal time, ISO 8601 (UTC)")
     fill.add_argument("--config", help="service TOML file: model, window, products, naming")
-    fill.add_argument("--model", help="release/checkpoint or baseline:NAME (default: shipped)")
+    fill.add_argument(
+        "--model",
+        help="release/checkpoint or baseline:NAME (default: baseline:bidirectional_boundary, "
+        "which also uses the frames after each outage; with --causal the service's model)",
+    )
+    fill.add_argument(
+        "--causal",
+        action="store_true",
+        help="use the past only, as the live service does: the model of --config, else the "
+        "service default",
+    )
     fill.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
     fill.add_argument("--products", help="comma-separated product ids (default: all amounts)")
     fill.add_argument("--patterns", help="comma-separated file-name globs (default: *)")
@@ -493,9 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     promote = commands.add_parser(
         "promote",
-        help="publish a checkpoint as the current model release if it beats the current one",
-        description="Champion/challenger gate: score CANDIDATE and the registry's current "
-        "release on the same held-out cases; if the candidate is no worse on every gate score "
+        help="publish a checkpoint as the current model release if it beats the classical "
+        "floor and the current one",
+        description="Champion/challenger gate with a classical floor: score CANDIDATE, the "
+        "registry's current release and the classical causal methods on the same held-out "
+        "cases; if the candidate's RMSE is at least --floor-margin below the strongest "
+        "classical method's with CSI at 1 and 5 mm/h not lower, it invents no rain on the "
+        "safety cases, and it is no worse than the current release on every gate score "
         "(within --tolerance), publish it as an immutable release with decision.json and "
         "scores.json and switch REGISTRY/current to it. A rejected candidate's decision goes "
         "to REGISTRY/rejected/. Exit status: 0 promoted, 3 rejected, 1 error.",
@@ -528,6 +551,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X",
         help="how much further from a score's ideal than the champion the candidate may be "
         "(absolute, score units; default 0)",
+    )
+    promote.add_argument(
+        "--floor",
+        action="append",
+        metavar="METHOD",
+        help="classical causal method of the floor the candidate must beat (repeatable; "
+        "default: every causal baseline, the strongest on mean RMSE counts)",
+    )
+    promote.add_argument(
+        "--floor-margin",
+        type=float,
+        metavar="F",
+        help="how much lower than the floor's the candidate's RMSE must be (fraction; "
+        "default 0.02); its CSI at 1 and 5 mm/h must not be lower",
     )
     promote.add_argument("--force", action="store_true", help="promote even if the gate fails")
     promote.add_argument(

@@ -22,10 +22,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from radinfill import radolan, stream
-from radinfill.daemon import backfill
+from radinfill import holes, radolan, stream
+from radinfill.daemon import backfill, outputs
 from radinfill.daemon.backfill import Item
-from radinfill.demo import default_model
+from radinfill.demo import SHIPPED_MODEL
+from radinfill.model import baselines, features
 from tests.conftest import REPO
 from tests.service_helpers import (
     check_outputs,
@@ -174,6 +175,45 @@ def test_backfill_writes_what_the_service_writes(archive, tmp_path):
     assert sum(c["hole_pixels"] for c in checked.values()) > 0
 
 
+def test_by_default_an_archive_is_filled_with_the_frames_after_each_outage(archive, tmp_path):
+    """The default of a backfill is bidirectional_boundary: each infilled field equals that
+    method run on the archive's own frames before and after it (an archive is not real
+    time); --causal keeps to the past, as the service does."""
+    out = tmp_path / "offline"
+    done = fill(archive, out, "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    paths = sorted(inputs(archive), key=lambda p: p.name)  # the names sort by time
+    fields = [radolan.read_one(path) for path in paths]
+    raw = np.stack([f.values for f in fields])
+    failures = [holes.detect(f).failure for f in fields]
+    method = baselines.get_method("bidirectional_boundary")
+    compared = with_future = 0
+    for t, (path, field, hole) in enumerate(zip(paths, fields, failures, strict=True)):
+        if not hole.any():
+            continue
+        outage = [bool(h.any()) for h in failures[: t + 1]]
+        length = features.context_length(outage, features.DEFAULT_WINDOW)
+        future = raw[t + 1 : t + 1 + features.FUTURE_FRAMES]
+        expected = method(raw[t + 1 - length : t + 1], hole, future if len(future) else None)
+        written = radolan.read_one(out / path.name).values
+        precision = field.header.precision
+        assert np.abs(written[hole] - expected[hole]).max() <= precision / 2 + 1e-6
+        sidecar = out / f"{outputs.netcdf_stem(path.name)}.json"
+        assert "bidirectional_boundary" in sidecar.read_text()
+        compared += 1
+        with_future += len(future) > 0
+    assert compared >= 2
+    assert with_future >= 1
+
+    causal = tmp_path / "causal"
+    done = fill(archive, causal, "--causal", "--model", "baseline:advection_boundary")
+    assert done.returncode == 0, done.stderr
+    differs = [
+        name for name, data in radolan_outputs(causal).items() if data != (out / name).read_bytes()
+    ]
+    assert len(differs) >= with_future  # the future changed every field that had one
+
+
 def test_a_second_run_resumes_and_a_range_run_does_only_its_range(archive, tmp_path):
     out = tmp_path / "out"
     half = (START + timedelta(minutes=20)).isoformat()
@@ -223,7 +263,7 @@ def test_bad_inputs_are_quarantined_and_a_redelivery_becomes_version_two(archive
 def test_sigterm_stops_after_the_file_in_hand_and_sigkill_leaves_nothing_partial(archive, tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "radinfill", "backfill", str(archive), str(out)]
-    slow = [*command, "--model", str(default_model()), "--device", "cpu"]
+    slow = [*command, "--model", str(SHIPPED_MODEL), "--device", "cpu"]
     proc = subprocess.Popen(slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: len(radolan_outputs(out)) >= 1, 120, "a first output")
     proc.send_signal(signal.SIGTERM)
@@ -258,7 +298,7 @@ def free_port() -> int:
 
 
 def test_torchrun_ranks_split_the_archive_and_write_what_one_process_writes(archive, tmp_path):
-    model = ["--model", str(default_model()), "--device", "cpu"]
+    model = ["--model", str(SHIPPED_MODEL), "--device", "cpu"]
     single = fill(archive, tmp_path / "one", *model)
     assert single.returncode == 0, single.stderr
 

@@ -228,6 +228,76 @@ def test_advection_smooth_wins_on_a_decorrelating_field(hole, outside):
     assert rmse(smooth, noisy[5], hole) < 0.9 * rmse(plain, noisy[5], hole)
 
 
+def test_advection_boundary_corrects_a_uniform_change_of_intensity_exactly(hole, outside):
+    """Rain 3x heavier now than in every earlier frame (uniform): the ring shows the factor."""
+    earlier = np.full((6, *SHAPE), 2.0, dtype=np.float32)
+    frames = earlier.copy()
+    frames[-1] = 6.0
+    frames[:, outside] = np.nan
+    frames[-3:, hole] = np.nan
+    smooth = baselines.get_method("advection_smooth")(frames, hole)
+    corrected = baselines.get_method("advection_boundary")(frames, hole)
+    assert np.allclose(smooth[hole], 2.0, rtol=1e-5)  # the prior misses the change
+    assert np.allclose(corrected[hole], 6.0, rtol=1e-5)
+
+
+def test_bidirectional_boundary_corrects_a_uniform_change_of_intensity_exactly(hole, outside):
+    """Rain at 2 before and after, 6 now: the blend of past and future misses it, the ring not."""
+    frames = np.full((6, *SHAPE), 2.0, dtype=np.float32)
+    frames[-1] = 6.0
+    future = np.full((2, *SHAPE), 2.0, dtype=np.float32)
+    for stack in (frames, future):
+        stack[:, outside] = np.nan
+    frames[-3:, hole] = np.nan
+    future[0, hole] = np.nan  # the outage lasts one more step
+    blend = baselines.get_method("bidirectional")(frames, hole, future)
+    corrected = baselines.get_method("bidirectional_boundary")(frames, hole, future)
+    assert np.allclose(blend[hole], 2.0, rtol=1e-5)
+    assert np.allclose(corrected[hole], 6.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_advection_boundary_without_change_at_the_ring_is_advection_smooth(hole, steps):
+    """Where the current frame equals the prior around the hole, the prior stands.
+
+    A stationary field whose current frame outside the hole is the previous valid frame
+    blurred by the lead, as ``advection_smooth`` predicts it; the motion is given (zero), so
+    the prior is known exactly.
+    """
+    field = translating_rain(SHAPE, velocity=(0.0, 0.0), steps=1)[0]
+    frames = np.repeat(field[None], 6, axis=0)
+    frames[-steps:, hole] = np.nan
+    frames[-1] = baselines.motion.nan_blur(frames[-steps - 1], float(steps))
+    frames[-1][hole] = np.nan
+    still = np.zeros((2, *SHAPE), dtype=np.float32)
+    smooth = baselines.advection_with_flow(frames, hole, still, ring=0)
+    corrected = baselines.advection_with_flow(frames, hole, still)
+    assert np.abs(smooth[hole]).max() > 0.5  # it rains in the hole
+    assert np.allclose(corrected[hole], smooth[hole], rtol=1e-5, atol=1e-6)
+    outside = ~hole
+    assert np.array_equal(bits(corrected[outside]), bits(frames[-1][outside]))
+
+
+def test_advection_boundary_keeps_the_prior_where_no_ring_exists(truth, hole):
+    """A hole with no valid pixel around it in the current frame has nothing to correct to."""
+    frames = truth[:6].copy()
+    frames[:, ~disc(SHAPE, (80, 80), 40)] = np.nan  # coverage just beyond the hole...
+    frames[-1][~hole] = np.nan  # ...but the current frame lost all of it
+    frames[-1][hole] = np.nan
+    smooth = baselines.get_method("advection_smooth")(frames, hole)
+    corrected = baselines.get_method("advection_boundary")(frames, hole)
+    assert np.array_equal(bits(corrected), bits(smooth))
+
+
+def test_advection_boundary_follows_growth_seen_at_the_edge(truth, hole, outside):
+    """Rain moving and intensifying by 40 % per step: the ring carries the growth into the hole."""
+    growing = truth[:6] * (1.4 ** np.arange(6, dtype=np.float32))[:, None, None]
+    frames = outage(growing, hole, outside, 3)
+    smooth = baselines.get_method("advection_smooth")(frames, hole)
+    corrected = baselines.get_method("advection_boundary")(frames, hole)
+    assert rmse(corrected, growing[5], hole) < 0.8 * rmse(smooth, growing[5], hole)
+
+
 def test_bidirectional_uses_the_future(truth, hole, outside):
     """Rain that grows linearly in time: the frame after the outage brings the missing growth.
 

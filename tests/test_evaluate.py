@@ -120,6 +120,40 @@ def test_bad_specs(spec: str, message: str) -> None:
         evaluate.load_case(spec)
 
 
+def test_rate_event_case_cuts_a_wet_disc_before_the_last_frames(samples: Path) -> None:
+    path = samples.parent / "fmi" / "fmi-20170509.npz"
+    case = evaluate.load_case(str(path))
+    assert case.name == "fmi-20170509"
+    assert case.interval_minutes == 5
+    assert case.truth.shape == (40, 1226, 760)
+    steps = case.steps
+    assert len(steps) == evaluate.RATE_OUTAGE_STEPS
+    assert np.array_equal(steps, np.arange(steps[0], steps[0] + len(steps)))
+    assert steps[0] >= evaluate.WINDOW
+    assert steps[-1] < 40 - evaluate.FUTURE_STEPS
+    hole = case.hole[steps[0]]
+    radius = evaluate.RATE_OUTAGE_RADIUS
+    assert hole.sum() == pytest.approx(np.pi * radius**2, rel=0.03)  # a whole disc, all data
+    assert np.isfinite(case.truth[:, hole]).all()
+    rates = case.truth * 12.0
+    assert (rates[steps[0] - 1][hole] > 0.1).mean() > 0.2  # it rains where the radar fails
+
+
+def test_offline_methods_are_reported_apart() -> None:
+    row = dict.fromkeys(evaluate.TABLE_COLUMNS, 0.0)
+    names = ("bidirectional", "persistence", "model")
+    table = evaluate.format_table("case", dict.fromkeys(names, row)).splitlines()
+    assert [line.split()[0] for line in table[2:]] == [
+        "persistence",
+        "model",
+        "offline",
+        "bidirectional",
+    ]
+    assert evaluate.is_offline("bidirectional")
+    assert not evaluate.is_offline("advection_boundary")
+    assert not evaluate.is_offline("lstm_attention@step-00000400")
+
+
 def test_synthetic_outage_leaves_frames_after_it() -> None:
     case = evaluate.synthetic_case(
         "stratiform", grid=(96, 96), steps=10, duration=4, radius_km=30.0, seed=1
@@ -298,6 +332,10 @@ def test_held_out_set(samples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     events = {source.event for source in data.radolan_sequences(real)}
     assert events == {"YW-20170816"}
     assert events <= data.HELD_OUT  # training leaves it out
+    fmi = Path(specs[4])
+    assert fmi == (samples.parent / "fmi" / "fmi-20170509.npz").resolve()
+    assert {s.event for s in data.rate_sequences(fmi.parent)} & data.HELD_OUT == {fmi.stem}
+    assert len(specs) == 5
     assert evaluate.held_out_specs(None) == specs[:3]
     with pytest.raises(ValueError, match="not found"):
         evaluate.held_out_specs(tmp_path)

@@ -99,8 +99,8 @@ def test_more_frames_than_the_window_use_the_last_ones(frames, hole):
         assert np.array_equal(getattr(inputs, name), getattr(expected, name)), name
 
 
-def test_advected_channel_is_the_smoothed_advection_baseline(inputs, frames, hole):
-    baseline = baselines.get_method("advection_smooth")(frames, hole)
+def test_advected_channel_is_the_boundary_corrected_advection_baseline(inputs, frames, hole):
+    baseline = baselines.get_method("advection_boundary")(frames, hole)
     advected = inputs.aux[AUX_ADVECTED]
     assert np.allclose(advected[hole], baseline[hole] * PER_HOUR, rtol=1e-6)
     assert advected[hole].max() > 0  # it rains in the hole: the comparison means something

@@ -78,6 +78,36 @@ def test_estimate_recovers_translation_with_hole_and_no_coverage(velocity):
         assert abs(np.median(component[hole]) - expected) < 0.3
 
 
+@pytest.mark.parametrize("velocity", [(2.3, -1.2), (-1.5, 3.0), (0.0, 0.0)])
+@pytest.mark.parametrize("with_hole", [False, True], ids=["complete", "hole"])
+def test_estimate_is_accurate_to_a_fifth_of_a_pixel(velocity, with_hole):
+    """A known translation is recovered within 0.2 px per step, with or without a hole."""
+    frames = translating_rain(shape=(192, 192), velocity=velocity, steps=3)
+    hole = disc(frames.shape[1:], (96, 96), 35)
+    if with_hole:
+        frames[-1][hole] = np.nan
+    flow = motion.estimate(frames)
+    inner = disc(frames.shape[1:], (96, 96), 70)  # away from the periodic field's wrap
+    for component, expected in zip(flow, velocity, strict=True):
+        assert np.abs(component[inner] - expected).max() < 0.2
+
+
+def test_a_new_hole_over_a_stationary_cell_is_not_motion():
+    """A heavy cell that stays put while the current frame loses it to a hole: zero motion.
+
+    Before the fix, the edge of the hole (rain in the previous frame, a blank in the current
+    one) read as motion and advection moved the cell out of the hole.
+    """
+    shape = (200, 200)
+    frames = np.full((6, *shape), 0.5 / 12, dtype=np.float32)
+    frames[:, disc(shape, (100, 100), 20)] = 200.0 / 12  # 200 mm/h in 5 minutes
+    frames[:, disc(shape, (60, 140), 10)] = 30.0 / 12
+    hole = disc(shape, (100, 100), 45)
+    frames[-1][hole] = np.nan
+    flow = motion.estimate(frames)
+    assert np.abs(flow).max() < 1e-3
+
+
 def test_estimate_sign_convention_row_zero_is_south():
     """A blob moving to higher rows (north) and higher columns (east) has v > 0 and u > 0."""
     frames = np.zeros((2, 96, 96), dtype=np.float32)

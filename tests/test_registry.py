@@ -14,22 +14,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from radinfill import synth
 from radinfill.model import registry, save_checkpoint
 from radinfill.model.engine import InfillEngine
 from radinfill.model.registry import RegistryError
 from tests.test_checkpoint import META, tiny_model
 
+#: Head scale of release models: inside the safety envelope (see ``tiny_model``).
+TAME = 0.05
+
 
 @pytest.fixture
 def checkpoint(tmp_path: Path) -> Path:
-    return save_checkpoint(tiny_model(), tmp_path / "checkpoint", META)
+    return save_checkpoint(tiny_model(head_scale=TAME), tmp_path / "checkpoint", META)
 
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A release ``v1`` of the tiny model with an extra ``decision.json`` (do not modify)."""
     root = tmp_path_factory.mktemp("registry")
-    source = save_checkpoint(tiny_model(), root / "checkpoint", META)
+    source = save_checkpoint(tiny_model(head_scale=TAME), root / "checkpoint", META)
     return registry.publish(
         source, root / "reg", version="v1", extra_files={"decision.json": b"{}"}
     )
@@ -173,7 +177,8 @@ def test_golden_check_passes_for_the_model_and_fails_for_other_weights(published
     engine = InfillEngine.from_checkpoint(release, "cpu")
     assert registry.golden_check(engine, release) <= 1e-6
 
-    other = InfillEngine(tiny_model(seed=1), window=6, interval_minutes=5, device="cpu")
+    # Its untrained twin returns the prior: about 2 % away from the release's output.
+    other = InfillEngine(tiny_model(head_scale=0.0), window=6, interval_minutes=5, device="cpu")
     with pytest.raises(RegistryError, match="differs from the expected"):
         registry.golden_check(other, release)
 
@@ -203,3 +208,27 @@ def test_golden_check_refuses_negative_or_nan_output(
         )
         with pytest.raises(RegistryError, match=message):
             registry.golden_check(engine, release)
+
+
+def test_golden_check_compares_with_the_synthetic_truth(
+    published: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release that reproduces its own stored output is still refused when that output is
+    worse than the classical prior against the truth the golden input was cut from."""
+    release = writable_copy(published, tmp_path / "release")
+    with np.load(release / "golden.npz", allow_pickle=False) as golden:
+        frames, hole = golden["frames"], golden["hole"]
+    truth = synth.sequence(
+        registry.GOLDEN_SHAPE, len(frames), 5, registry.GOLDEN_PRESET, registry.GOLDEN_SEED
+    )[-1]
+    damped = np.where(hole, 0.2 * truth, frames[-1]).astype(np.float32)  # a fifth of the rain
+    np.savez(release / "golden.npz", frames=frames, hole=hole, expected=damped)
+    engine = InfillEngine.from_checkpoint(published, "cpu")
+    monkeypatch.setattr(engine, "infill", lambda f, h: damped.copy())
+    with pytest.raises(RegistryError, match="worse than advection_boundary"):
+        registry.golden_check(engine, release)
+    # Another input than the synthetic golden one is refused as such.
+    frames[0] += 1.0
+    np.savez(release / "golden.npz", frames=frames, hole=hole, expected=damped)
+    with pytest.raises(RegistryError, match="not the synthetic golden input"):
+        registry.golden_check(engine, release)

@@ -58,6 +58,9 @@ from tests.service_helpers import (
 )
 from tests.test_checkpoint import META, tiny_model
 
+#: Head scale of release models: inside the safety envelope (see ``tiny_model``).
+TAME = 0.05
+
 START = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 #: Generous bound for one input on a loaded 2-core machine.
 SLOW = 30.0
@@ -80,7 +83,7 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> StreamManifest:
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A published release of a tiny network (read-only; tests work on copies)."""
     root = tmp_path_factory.mktemp("release")
-    source = save_checkpoint(tiny_model(), root / "checkpoint", META)
+    source = save_checkpoint(tiny_model(head_scale=TAME), root / "checkpoint", META)
     return registry.publish(source, root / "registry", version="v1")
 
 
@@ -211,12 +214,17 @@ def test_group_write_is_accepted_only_for_the_owners_private_group(
 def test_promote_makes_a_registry_the_service_accepts_under_any_umask(tmp_path: Path) -> None:
     """``radinfill promote`` under umask 000: the registry, its releases/ and the release get
     fixed modes (0755, 0755, 0555 with 0444 files), so the service loads the model."""
-    candidate = save_checkpoint(tiny_model(), tmp_path / "candidate", META)
+    # An untrained head: its prior exactly, which clears the persistence floor and the safety
+    # cases (the modes are under test here, not the model).
+    candidate = save_checkpoint(tiny_model(head_scale=0.0), tmp_path / "candidate", META)
     root = tmp_path / "new" / "registry"
     spec = "synth:mixed:seed=1:grid=64x64:steps=8:duration=3:radius=30"
     previous = os.umask(0)
     try:
-        status = main(["promote", str(candidate), "--registry", str(root), "--data", spec])
+        status = main(
+            ["promote", str(candidate), "--registry", str(root), "--data", spec, "--floor",
+             "persistence"]
+        )  # fmt: skip
     finally:
         os.umask(previous)
     assert status == 0
@@ -236,7 +244,7 @@ def test_service_with_an_untrusted_model_falls_back_to_the_baseline(
     (copy / "weights.safetensors").chmod(0o666)
     with running(make_config(tmp_path, model=str(copy))) as service:
         assert service.slot is not None
-        assert service.slot.current.release == "baseline:advection"
+        assert service.slot.current.release == "baseline:advection_boundary"
         assert count(service, "radinfill_model_reloads_total", outcome="failed") == 1
 
 

@@ -41,7 +41,7 @@ kernels = [3, 3]
 
 [train.data]
 radolan = []
-fmi = []
+rates = []
 synthetic_presets = ["stratiform"]
 synthetic_seeds = 1
 synthetic_grid = [64, 64]

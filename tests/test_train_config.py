@@ -33,7 +33,7 @@ def test_relative_paths_are_resolved_against_the_file(tmp_path: Path) -> None:
         + """log_path = "logs/run.jsonl"
 [train.data]
 radolan = ["../archive", "/abs/radolan"]
-fmi = "fmi"
+rates = "fmi"
 [train.metrics]
 textfile = "metrics/train.prom"
 """,
@@ -42,7 +42,7 @@ textfile = "metrics/train.prom"
     assert settings.run["checkpoint_dir"] == here / "runs" / "a"
     assert settings.run["log_path"] == here / "logs" / "run.jsonl"
     assert settings.data.radolan == (here / ".." / "archive", Path("/abs/radolan"))
-    assert settings.data.fmi == (here / "fmi",)
+    assert settings.data.rates == (here / "fmi",)
     assert settings.data.mask_archives == settings.data.radolan
     assert settings.metrics == MetricsConfig(textfile=here / "metrics" / "train.prom")
 

@@ -27,7 +27,7 @@ BOO_OUTAGE = [f"raa01-rw_10000-18112{h}50-dwd---bin.gz" for h in ("208", "209", 
 def fmi() -> list[data.SequenceSource]:
     if not FMI.is_dir():
         pytest.skip(f"FMI events not found at {FMI}")
-    return data.fmi_sequences(FMI)
+    return data.rate_sequences(FMI)
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +226,7 @@ def test_held_out_events_never_reach_training(library, samples):
     yw = data.radolan_sequences(samples / "radolan_to_netcdf" / "radolan_yw")
     assert {s.event for s in yw} <= data.HELD_OUT
     if FMI.is_dir():
-        assert "fmi-20170509" in {s.event for s in data.fmi_sequences(FMI)} & data.HELD_OUT
+        assert "fmi-20170509" in {s.event for s in data.rate_sequences(FMI)} & data.HELD_OUT
     with pytest.raises(ValueError, match="no source"):
         data.WindowDataset(held, library)
 

@@ -16,7 +16,7 @@ schedule and output location next to the service that runs it. The section reads
     [train.data]
     radolan = ["/data/radolan"]         # RADOLAN trees: sequences and real no-data masks
     netcdf = []                         # radinfill CF-netCDF outputs
-    fmi = ["/data/fmi"]                 # FMI rain-rate events (fmi-*.npz)
+    rates = ["/data/fmi"]               # rain-rate events (*.npz: FMI, BoM, MRMS layout)
     synthetic_presets = ["stratiform", "mixed", "convective"]
     synthetic_seeds = 8                 # sequences per preset
     window = 6
@@ -60,10 +60,10 @@ class DataConfig:
 
     Attributes
     ----------
-    radolan, netcdf, fmi : tuple of pathlib.Path
+    radolan, netcdf, rates : tuple of pathlib.Path
         Sources for :func:`~radinfill.train.data.radolan_sequences`,
         :func:`~radinfill.train.data.netcdf_sequences` and
-        :func:`~radinfill.train.data.fmi_sequences`.
+        :func:`~radinfill.train.data.rate_sequences`.
     masks : tuple of pathlib.Path
         Archives mined for real no-data patterns; default: the ``radolan`` trees.
     synthetic_presets : tuple of str
@@ -75,7 +75,16 @@ class DataConfig:
     synthetic_steps : int
         Frames per synthetic sequence.
     window : int
-        Frames per sample (the network's window).
+        Frames the network sees (its window).
+    context : int
+        Frames per sample (>= window): motion and the advected prior use all of them, so an
+        outage may last longer than the window, as in the service.
+    intensity_scale : tuple of float
+        Range of the random factor every sample is multiplied by (log-uniform); a model then
+        cannot learn damping or amplifying as a constant. ``[1, 1]`` disables it.
+    validation_fraction : float
+        Share of each real event (its last frames) kept out of training for checkpoint
+        selection.
     crop : int
         Side of the square training crop (px).
     samples_per_epoch : int
@@ -88,13 +97,16 @@ class DataConfig:
 
     radolan: tuple[Path, ...] = ()
     netcdf: tuple[Path, ...] = ()
-    fmi: tuple[Path, ...] = ()
+    rates: tuple[Path, ...] = ()
     masks: tuple[Path, ...] | None = None
     synthetic_presets: tuple[str, ...] = ("stratiform", "mixed", "convective")
     synthetic_seeds: int = 4
     synthetic_grid: tuple[int, int] = (256, 256)
     synthetic_steps: int = 24
     window: int = features.DEFAULT_WINDOW
+    context: int = features.DEFAULT_WINDOW
+    intensity_scale: tuple[float, float] = (1.0, 1.0)
+    validation_fraction: float = 0.0
     crop: int = 128
     samples_per_epoch: int = 1024
     rain_bias: float = 0.8
@@ -102,11 +114,26 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         """Normalise lists to tuples and check the numbers before any data is read."""
-        for name in ("radolan", "netcdf", "fmi", "synthetic_presets"):
+        for name in ("radolan", "netcdf", "rates", "synthetic_presets"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.masks is not None:
             object.__setattr__(self, "masks", tuple(self.masks))
         object.__setattr__(self, "synthetic_grid", tuple(self.synthetic_grid))
+        object.__setattr__(self, "intensity_scale", tuple(self.intensity_scale))
+        low, high = (*self.intensity_scale, 0.0, 0.0)[:2]
+        if len(self.intensity_scale) != 2 or not 0 < low <= high:
+            raise ValueError(
+                f"train.data.intensity_scale must be [low, high] with 0 < low <= high, got "
+                f"{list(self.intensity_scale)}"
+            )
+        if self.context < self.window:
+            raise ValueError(
+                f"train.data.context ({self.context}) must be at least the window ({self.window})"
+            )
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(
+                f"train.data.validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
         for name in ("window", "crop", "samples_per_epoch", "synthetic_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.data.{name} must be >= 1, got {getattr(self, name)}")
@@ -249,7 +276,7 @@ def parse(section: Mapping[str, Any], *, base: Path = Path(".")) -> TrainSetting
     for name in _PATH_FIELDS:
         if run.get(name) is not None:
             run[name] = _resolve(base, run[name])
-    for name in ("radolan", "netcdf", "fmi", "masks"):
+    for name in ("radolan", "netcdf", "rates", "masks"):
         if data.get(name) is not None:
             data[name] = tuple(_resolve(base, p) for p in _as_list(name, data[name]))
     settings = DataConfig(**data)

@@ -9,8 +9,9 @@ south, NaN = no data):
   where the archive has a gap: a gap ends a run, it is never bridged;
 * CF-netCDF files written by radinfill (:func:`netcdf_sequences`), where infilled pixels
   (``infill_mask``) count as no data, so the model never learns from its own output;
-* the real FMI events in ``shared/data/fmi/`` (:func:`fmi_sequences`, rain rate converted to mm
-  per interval and flipped to row 0 = south) and synthetic sequences generated on demand
+* real rain-rate events (:func:`rate_sequences`: FMI in ``shared/data/fmi/``, BoM and MRMS in
+  ``shared/data/training/``; converted to mm per interval and flipped to row 0 = south) and
+  synthetic sequences generated on demand
   (:func:`synthetic_sequences`, deterministic per preset and seed).
 
 Holes come from a :class:`MaskLibrary`: real no-data patterns mined from an archive
@@ -58,9 +59,11 @@ __all__ = [
     "SequenceSource",
     "WindowDataset",
     "collate",
-    "fmi_sequences",
     "netcdf_sequences",
     "radolan_sequences",
+    "rate_frames",
+    "rate_sequences",
+    "split_in_time",
     "synthetic_sequences",
 ]
 
@@ -70,9 +73,10 @@ HELD_OUT: frozenset[str] = frozenset({"YW-20170816", "fmi-20170509"})
 WET_MMH = 0.1
 #: CF standard name of the products that can be trained on (amounts per interval).
 _AMOUNT = "lwe_thickness_of_precipitation_amount"
-#: Raw FMI no-data value and scale (0.01 mm/h per count), see ``shared/data/fmi/README.md``.
-_FMI_NODATA = 65535
-_FMI_SCALE = 0.01
+#: Raw no-data value and scale (0.01 mm/h per count) of the rain-rate events, see
+#: ``shared/data/fmi/README.md`` and ``shared/data/training/README.md``.
+_RATE_NODATA = 65535
+_RATE_SCALE = 0.01
 
 
 @dataclass(frozen=True, eq=False)
@@ -256,15 +260,18 @@ def _netcdf_frames(path: Path, product: str, indices: list[int]) -> np.ndarray:
     return values
 
 
-def fmi_sequences(directory: str | os.PathLike[str]) -> list[SequenceSource]:
-    """The FMI rain-rate events (``fmi-*.npz``) as sequences in mm per interval, row 0 = south.
+def rate_sequences(directory: str | os.PathLike[str]) -> list[SequenceSource]:
+    """Rain-rate events (``*.npz``) as sequences in mm per interval, row 0 = south.
 
-    The files hold uint16 rain rate in 0.01 mm/h (65535 = no data), rows north first, and
-    ``interval_minutes``; the rate times ``interval / 60`` is the amount per interval, the unit
-    of the RADOLAN products, so every source is in the same unit.
+    The layout of ``shared/data/fmi`` and ``shared/data/training`` (FMI, BoM, MRMS): uint16
+    rain rate in 0.01 mm/h (65535 = no data), rows north first, and ``interval_minutes``
+    (5, 6 or 4). The rate times ``interval / 60`` is the amount per interval, the unit of the
+    RADOLAN products, so every source is in the same unit; each frame is one step of motion
+    whatever its interval (the networks see rates in mm/h and motion per step). The event id is
+    the file's stem (``fmi-20170509``), which :data:`HELD_OUT` matches.
     """
     sources = []
-    for path in sorted(Path(directory).glob("fmi-*.npz")):
+    for path in sorted(Path(directory).glob("*.npz")):
         with np.load(path) as z:
             length, interval = len(z["times"]), int(z["interval_minutes"])
         sources.append(
@@ -273,19 +280,52 @@ def fmi_sequences(directory: str | os.PathLike[str]) -> list[SequenceSource]:
                 event=path.stem,
                 interval_minutes=interval,
                 length=length,
-                loader=partial(_fmi_frames, path),
+                loader=partial(rate_frames, path),
             )
         )
     return sources
 
 
-def _fmi_frames(path: Path) -> np.ndarray:
-    """An FMI event in mm per interval, row 0 = south, NaN = no data."""
+def rate_frames(path: str | os.PathLike[str]) -> np.ndarray:
+    """A rain-rate event (``*.npz``) in mm per interval, row 0 = south, NaN = no data."""
     with np.load(path) as z:
         raw, interval = z["rain"], int(z["interval_minutes"])
-    scale = np.float32(_FMI_SCALE * interval / 60.0)
-    amount = np.where(raw == _FMI_NODATA, np.float32(np.nan), raw * scale)
+    scale = np.float32(_RATE_SCALE * interval / 60.0)
+    amount = np.where(raw == _RATE_NODATA, np.float32(np.nan), raw * scale)
     return amount[:, ::-1].astype(np.float32)  # north-first rows -> row 0 = south
+
+
+def split_in_time(
+    sources: Iterable[SequenceSource], fraction: float, *, min_length: int
+) -> tuple[list[SequenceSource], list[SequenceSource]]:
+    """Training and validation parts of real events: the last ``fraction`` of each run of
+    frames is validation, the rest training, so that no validation frame was trained on.
+
+    Synthetic sources (event ``synth-*``) are training only. A part shorter than
+    ``min_length`` frames is dropped.
+    """
+    training, validation = [], []
+    for source in sources:
+        cut = source.length - round(source.length * fraction)
+        if fraction <= 0 or source.event.startswith("synth-"):
+            training.append(source)
+            continue
+        for part, (start, stop) in ((training, (0, cut)), (validation, (cut, source.length))):
+            if stop - start >= min_length:
+                part.append(
+                    SequenceSource(
+                        name=f"{source.name} [{start}:{stop}]",
+                        event=source.event,
+                        interval_minutes=source.interval_minutes,
+                        length=stop - start,
+                        loader=partial(_frames_between, source, start, stop),
+                    )
+                )
+    return training, validation
+
+
+def _frames_between(source: SequenceSource, start: int, stop: int) -> np.ndarray:
+    return source.frames()[start:stop]
 
 
 def synthetic_sequences(
@@ -428,7 +468,14 @@ class WindowDataset:
     masks
         Hole patterns.
     window
-        Frames per sample, the current (last) one included (the networks' window).
+        Frames the network sees, the current (last) one included (its window).
+    context
+        Frames per sample (default ``window``): the prior and the motion use all of them,
+        and a hole may persist over all but the first, so outages longer than the window are
+        trained on as the service meets them.
+    intensity_scale
+        ``(low, high)``: every sample is multiplied by a factor drawn log-uniformly from this
+        range, so that a constant damping or amplification cannot lower the loss.
     crop
         Side (px) of the square crop.
     seed
@@ -456,6 +503,8 @@ class WindowDataset:
         masks: MaskLibrary,
         *,
         window: int = features.DEFAULT_WINDOW,
+        context: int | None = None,
+        intensity_scale: tuple[float, float] = (1.0, 1.0),
         crop: int = 128,
         seed: int = 0,
         length: int = 1024,
@@ -465,11 +514,15 @@ class WindowDataset:
     ) -> None:
         if window < 1 or crop < 1:
             raise ValueError(f"window and crop must be positive, got {window} and {crop}")
+        context = window if context is None else context
+        if context < window:
+            raise ValueError(f"context {context} must be at least the window {window}")
         excluded = frozenset(exclude)
-        self.sources = tuple(s for s in sources if s.event not in excluded and s.length >= window)
+        self.sources = tuple(s for s in sources if s.event not in excluded and s.length >= context)
         if not self.sources:
-            raise ValueError(f"no source of at least {window} frames outside {sorted(excluded)}")
+            raise ValueError(f"no source of at least {context} frames outside {sorted(excluded)}")
         self.masks, self.window, self.crop, self.seed = masks, window, crop, seed
+        self.context, self.intensity_scale = context, tuple(intensity_scale)
         self.length, self.rain_bias, self.tries = length, rain_bias, tries
         self.epoch = 0
 
@@ -489,8 +542,9 @@ class WindowDataset:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         source = self.sources[rng.integers(len(self.sources))]
         frames = source.frames()
-        start = int(rng.integers(len(frames) - self.window + 1))
-        window = frames[start : start + self.window]
+        start = int(rng.integers(len(frames) - self.context + 1))
+        low, high = np.log(self.intensity_scale)
+        window = frames[start : start + self.context] * np.float32(np.exp(rng.uniform(low, high)))
         for _ in range(self.tries):
             truth, hole = self._crop(rng, window, source.interval_minutes)
             loss_mask = hole[-1] & np.isfinite(truth[-1])

@@ -29,7 +29,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy import ndimage
 
 from radinfill import atomic, code_version, holes, report, scores, synth
 from radinfill.model import features
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 Method = Callable[..., np.ndarray]
 #: Frames of context a method gets, and frames after the current one offline methods may use.
 WINDOW = DEFAULT_WINDOW
-FUTURE_STEPS = 3
+FUTURE_STEPS = features.FUTURE_FRAMES
 #: Complete frames before an outage that stay in a method's history while the outage lasts
 #: (the service's rule, shared through :func:`radinfill.model.features.context_length`).
 PRE_OUTAGE_FRAMES = features.PRE_OUTAGE_FRAMES
@@ -63,6 +64,11 @@ HELD_OUT_PRESETS = ("stratiform", "mixed", "convective")
 #: The held-out real sequence below the sample root: YW 2017-08-16, the event
 #: ``YW-20170816`` that :data:`radinfill.train.data.HELD_OUT` keeps out of training.
 HELD_OUT_SEQUENCE = Path("radolan_to_netcdf") / "radolan_yw"
+#: The held-out real rain-rate event, FMI 2017-05-09 (convective, 7 % wet), beside the samples
+#: (``shared/data/fmi``), and the outage cut into it: 55 px (55 km) over 5 steps.
+HELD_OUT_RATES = Path("..") / "fmi" / "fmi-20170509.npz"
+RATE_OUTAGE_RADIUS = 55
+RATE_OUTAGE_STEPS = 5
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,18 @@ def wettest_disc_outage(
     pixels with data in every frame are cut (a real sequence's no-data stays no-data), and only
     sites whose disc reaches into the grid are considered.
     """
+    discs = (holes.coverage(grid, [site], radius_km) for site in OPERATIONAL)
+    disc, _ = _wettest(truth, discs, start=start, duration=duration)
+    if disc is None:
+        raise ValueError(f"no radar disc of {radius_km} km reaches into grid {grid.name}")
+    return _outage(truth.shape, disc, start, duration)
+
+
+def _wettest(
+    truth: np.ndarray, discs: Iterable[np.ndarray], *, start: int, duration: int
+) -> tuple[np.ndarray | None, float]:
+    """The candidate disc (cut to complete pixels) that is wettest before and during an
+    outage at ``start`` (see :func:`wettest_disc_outage`), and its rain; None without one."""
     if start < 1:
         raise ValueError(f"an outage needs at least one frame before it, starts at {start}")
     steps = slice(start, start + duration)
@@ -118,17 +136,19 @@ def wettest_disc_outage(
     before = np.nan_to_num(truth[start - 1])
     during = np.nan_to_num(truth[steps]).mean(axis=0)  # only complete pixels are compared
     best, best_rain = None, -1.0
-    for site in OPERATIONAL:
-        disc = holes.coverage(grid, [site], radius_km) & complete
+    for candidate in discs:
+        disc = candidate & complete
         if not disc.any():
             continue
         rain = min(float(before[disc].sum()), float(during[disc].sum()))
         if rain > best_rain:
             best, best_rain = disc, rain
-    if best is None:
-        raise ValueError(f"no radar disc of {radius_km} km reaches into grid {grid.name}")
-    mask = np.zeros(truth.shape, dtype=bool)
-    mask[steps] = best
+    return best, best_rain
+
+
+def _outage(shape: tuple[int, ...], disc: np.ndarray, start: int, duration: int) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[start : start + duration] = disc
     return mask
 
 
@@ -196,6 +216,44 @@ def real_case(
     label = name or f"{first.product} {first.time:%Y-%m-%d %H:%M}"
     interval = first.interval_minutes
     return Case(label, truth, hole, first.grid, interval)
+
+
+def rate_case(
+    path: str | os.PathLike[str],
+    *,
+    radius_px: int = RATE_OUTAGE_RADIUS,
+    duration: int = RATE_OUTAGE_STEPS,
+) -> Case:
+    """A real rain-rate event (``*.npz``, :func:`radinfill.train.data.rate_sequences`) with a
+    disc outage of ``radius_px`` pixels over ``duration`` steps.
+
+    These grids have no RADOLAN radar sites, so the candidate discs lie on a lattice (half a
+    radius apart) inside the area with data in every frame; the outage is the wettest disc
+    and time (:func:`wettest_disc_outage`'s rule) among starts every ``duration`` steps that
+    leave a full window before it and :data:`FUTURE_STEPS` frames after it.
+    """
+    from radinfill.train.data import rate_frames
+
+    path = Path(path)
+    truth = rate_frames(path)
+    with np.load(path) as z:
+        interval = int(z["interval_minutes"])
+    steps, rows, cols = truth.shape
+    row, col = np.ogrid[:rows, :cols]
+    centres = itertools.product(
+        range(radius_px, rows - radius_px, radius_px // 2),
+        range(radius_px, cols - radius_px, radius_px // 2),
+    )
+    discs = [(row - r) ** 2 + (col - c) ** 2 < radius_px**2 for r, c in centres]
+    starts = range(WINDOW, steps - duration - FUTURE_STEPS + 1, duration)
+    if not starts:
+        raise ValueError(f"{path}: {steps} frames are too few for a {duration}-step outage")
+    found = [(*_wettest(truth, discs, start=t, duration=duration), t) for t in starts]
+    disc, _, start = max(found, key=lambda item: item[1])
+    if disc is None:
+        raise ValueError(f"{path}: no disc of {radius_px} px has data in every frame")
+    grid = Grid(f"{path.stem} {rows}x{cols}", rows, cols, 1000.0, 0.0, 0.0)
+    return Case(path.stem, truth, _outage(truth.shape, disc, start, duration), grid, interval)
 
 
 def infill_sequence(
@@ -279,7 +337,8 @@ _SPEC_KEYS = {
 
 
 def load_case(spec: str) -> Case:
-    """A case from a data spec: a directory (or file) of a consecutive RADOLAN sequence, or
+    """A case from a data spec: a directory (or file) of a consecutive RADOLAN sequence, a
+    rain-rate event ``*.npz`` (:func:`rate_case`), or
     ``synth:PRESET[:key=value...]`` with keys seed, grid (``ROWSxCOLS``), steps, interval
     (minutes), duration (outage steps) and radius (outage disc, km).
 
@@ -303,6 +362,8 @@ def load_case(spec: str) -> Case:
             preset, grid=grid, interval_minutes=interval, radius_km=radius, **options
         )  # type: ignore[arg-type]
     path = Path(spec)
+    if path.suffix == ".npz":
+        return rate_case(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     if not files:
         raise ValueError(f"no RADOLAN files in {path}")
@@ -313,9 +374,10 @@ def held_out_specs(samples_root: str | os.PathLike[str] | None) -> list[str]:
     """Data specs of the held-out evaluation set: cases that no training run has seen.
 
     The three synthetic presets with :data:`HELD_OUT_SEED` on the training grid (256 x 256,
-    24 steps, a 12-step outage), and the real YW 2017-08-16 sequence (1100 x 900, a 4-step
-    outage) below ``samples_root``, the directory of the DWD sample files. The same set ranks
-    the baselines in ``radinfill evaluate`` and gates promotions in ``radinfill promote``.
+    24 steps, a 12-step outage), the real YW 2017-08-16 sequence (1100 x 900, a 4-step outage
+    of a 150 km radar disc) below ``samples_root``, the directory of the DWD sample files, and
+    the real FMI 2017-05-09 event beside it (a 5-step, 55 km outage). The same set ranks the
+    baselines in ``radinfill evaluate`` and gates promotions in ``radinfill promote``.
 
     Parameters
     ----------
@@ -326,15 +388,104 @@ def held_out_specs(samples_root: str | os.PathLike[str] | None) -> list[str]:
     Raises
     ------
     ValueError
-        If ``samples_root`` is given but does not hold the YW sequence.
+        If ``samples_root`` is given but the real held-out events are not there.
     """
     specs = [f"synth:{preset}:seed={HELD_OUT_SEED}" for preset in HELD_OUT_PRESETS]
     if samples_root is None:
         return specs
     real = Path(samples_root) / HELD_OUT_SEQUENCE
-    if not real.is_dir():
-        raise ValueError(f"{real}: held-out YW 2017-08-16 sequence not found")
-    return [*specs, str(real)]
+    rates = (Path(samples_root) / HELD_OUT_RATES).resolve()
+    for path, what in ((real, "YW 2017-08-16 sequence"), (rates, "FMI 2017-05-09 event")):
+        if not path.exists():
+            raise ValueError(f"{path}: held-out {what} not found")
+    return [*specs, str(real), str(rates)]
+
+
+#: Grid, outage and frames of the safety cases (:func:`safety_cases`), 5-minute steps.
+SAFETY_SHAPE = (160, 160)
+SAFETY_HOLE_RADIUS = 40
+SAFETY_STEPS = 6
+SAFETY_OUTAGE_STEPS = 3
+#: A method passes a safety case when its hole maximum is at most this factor times the
+#: window's maximum and its hole RMSE at most this factor times the classical prior's.
+SAFETY_MAX_FACTOR = 1.25
+SAFETY_RMSE_FACTOR = 1.1
+#: Absolute slack of the RMSE bound (mm/h): on uniform rain the prior is exact (RMSE 0), and a
+#: network whose correction moves 100 mm/h by a few hundredths is not inventing rain.
+SAFETY_RMSE_SLACK = 0.1
+
+
+def safety_cases() -> dict[str, Case]:
+    """Fields on which a method must not invent rain: uniform 30 and 100 mm/h, a stationary
+    200 mm/h cell and rain moving 6 px per step with 90 mm/h peaks, each with a 40 px disc
+    outage over the last 3 of 6 five-minute steps (values in mm per 5 minutes).
+
+    On the uniform and stationary cases persistence is exact; the moving one is a smooth
+    random field shifted exactly (in Fourier space) by (5.5, 2.4) px per step.
+    """
+    rows, cols = SAFETY_SHAPE
+    row, col = np.ogrid[:rows, :cols]
+    centre = (row - rows // 2) ** 2 + (col - cols // 2) ** 2
+    per_step = np.float32(5.0 / 60.0)
+
+    def uniform(rate: float) -> np.ndarray:
+        return np.full((SAFETY_STEPS, rows, cols), rate * per_step, dtype=np.float32)
+
+    cell = uniform(1.0)
+    cell[:, centre < 15**2] = 200.0 * per_step
+    spectrum = np.fft.fft2(
+        ndimage.gaussian_filter(np.random.default_rng(7).standard_normal(SAFETY_SHAPE), 6.0)
+    )
+    moving = np.stack(
+        [
+            np.fft.ifft2(ndimage.fourier_shift(spectrum, (2.4 * t, 5.5 * t))).real
+            for t in range(SAFETY_STEPS)
+        ]
+    )
+    moving = np.clip(moving, 0.0, None)
+    moving *= 90.0 * per_step / moving.max()
+    grid = Grid(f"safety {rows}x{cols}", rows, cols, 1000.0, 0.0, 0.0)
+    hole = _outage(
+        (SAFETY_STEPS, rows, cols),
+        centre < SAFETY_HOLE_RADIUS**2,
+        SAFETY_STEPS - SAFETY_OUTAGE_STEPS,
+        SAFETY_OUTAGE_STEPS,
+    )
+    fields = {
+        "uniform 30 mm/h": uniform(30.0),
+        "uniform 100 mm/h": uniform(100.0),
+        "stationary 200 mm/h cell": cell,
+        "moving 90 mm/h peaks": moving.astype(np.float32),
+    }
+    return {name: Case(name, truth, hole, grid, 5) for name, truth in fields.items()}
+
+
+def safety_check(method: Method) -> dict[str, str]:
+    """Problems of ``method`` on the :func:`safety_cases` at the last outage step, by case
+    (empty: it passed all): its hole maximum against :data:`SAFETY_MAX_FACTOR` times the
+    window's maximum, its hole RMSE against :data:`SAFETY_RMSE_FACTOR` times that of the
+    classical prior ``advection_boundary`` plus :data:`SAFETY_RMSE_SLACK`."""
+    from radinfill.model import baselines
+
+    prior = baselines.get_method("advection_boundary")
+    problems = {}
+    for name, case in safety_cases().items():
+        to_rate = 60.0 / case.interval_minutes
+        observed = np.where(case.hole, np.float32(np.nan), case.truth)
+        hole, truth = case.hole[-1], case.truth[-1] * to_rate
+        output, reference = (m(observed, hole)[hole] * to_rate for m in (method, prior))
+        window_max = float(np.nanmax(observed)) * to_rate
+        rmse, prior_rmse = (
+            float(np.sqrt(np.mean((values - truth[hole]) ** 2))) for values in (output, reference)
+        )
+        found = []
+        if output.max() > SAFETY_MAX_FACTOR * window_max * (1 + 1e-6):
+            found.append(f"max {output.max():.1f} mm/h > {SAFETY_MAX_FACTOR} x {window_max:.1f}")
+        if rmse > SAFETY_RMSE_FACTOR * prior_rmse + SAFETY_RMSE_SLACK:
+            found.append(f"RMSE {rmse:.2f} mm/h > {SAFETY_RMSE_FACTOR} x prior's {prior_rmse:.2f}")
+        if found:
+            problems[name] = "; ".join(found)
+    return problems
 
 
 @dataclass(frozen=True)
@@ -437,15 +588,31 @@ TABLE_COLUMNS = (
 )
 
 
+def is_offline(name: str) -> bool:
+    """Whether a method in a report reads frames after the current one (a baseline that is
+    not causal); models and unknown names count as causal."""
+    from radinfill.model import baselines
+
+    return name.lower() in baselines.list_methods() and not baselines.is_causal(name)
+
+
 def format_table(title: str, results: Mapping[str, Mapping[str, float]]) -> str:
-    """A fixed-width text table: one row per method, :data:`TABLE_COLUMNS` as columns."""
+    """A fixed-width text table: one row per method, :data:`TABLE_COLUMNS` as columns.
+
+    Offline methods come last, below a line of their own: they see the frames after the
+    outage, which real time never has, so they are not compared with the causal ones.
+    """
     width = max(len(m) for m in results) + 2
     cells = [max(10, len(c) + 2) for c in TABLE_COLUMNS]
     header = "".join(f"{c:>{w}}" for c, w in zip(TABLE_COLUMNS, cells, strict=True))
     lines = [title, f"{'method':{width}}{header}"]
-    for method, values in results.items():
-        row = "".join(f"{values[c]:{w}.4f}" for c, w in zip(TABLE_COLUMNS, cells, strict=True))
-        lines.append(f"{method:{width}}{row}")
+    for offline in (False, True):
+        rows = [(m, v) for m, v in results.items() if is_offline(m) == offline]
+        if offline and rows:
+            lines.append("offline (frames after the outage, archives only):")
+        for method, values in rows:
+            cols = zip(TABLE_COLUMNS, cells, strict=True)
+            lines.append(f"{method:{width}}" + "".join(f"{values[c]:{w}.4f}" for c, w in cols))
     return "\n".join(lines)
 
 
@@ -593,19 +760,25 @@ def _score_rows(
 ) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
     """Header, text rows and best cells of a report table over :data:`REPORT_COLUMNS`.
 
-    The best cell of each score column is the one closest to the score's ideal value
+    The best cell of each score column is the causal one closest to the score's ideal value
     (:func:`radinfill.scores.distance_to_ideal`); ties are all best. Times are not marked.
+    Offline methods come last, marked ``(offline)``, and are never marked best.
     """
     header = ["method", *REPORT_COLUMNS.values()]
+    ordered = sorted(results.items(), key=lambda item: is_offline(item[0]))
     rows = [
-        [method, *(_number(values[column]) for column in REPORT_COLUMNS)]
-        for method, values in results.items()
+        [f"{method} (offline)" if is_offline(method) else method]
+        + [_number(values[column]) for column in REPORT_COLUMNS]
+        for method, values in ordered
     ]
     best: set[tuple[int, int]] = set()
     for j, column in enumerate(REPORT_COLUMNS, start=1):
         if column == "seconds_per_field":
             continue
-        distances = [scores.distance_to_ideal(column, v[column]) for v in results.values()]
+        distances = [
+            math.inf if is_offline(m) else scores.distance_to_ideal(column, v[column])
+            for m, v in ordered
+        ]
         finite = [d for d in distances if math.isfinite(d)]
         if finite:
             best |= {(i, j) for i, d in enumerate(distances) if d == min(finite)}

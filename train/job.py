@@ -12,64 +12,149 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from radinfill.train import data
 from radinfill.train.config import DataConfig, MetricsConfig, TrainSettings
 
-__all__ = ["CURVES", "dataset", "report", "run"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["CURVES", "best_snapshot", "dataset", "report", "run", "validation_scores"]
 
 #: File name of the loss curves, next to the training log.
 CURVES = "loss.png"
+#: Validation samples scored at every snapshot, and how many go through the network at once.
+VALIDATION_SAMPLES = 96
+VALIDATION_BATCH = 8
 
 
 def dataset(config: DataConfig, *, seed: int) -> data.WindowDataset:
-    """The training samples of ``config``: every configured source minus the held-out events,
-    with holes from real masks mined from the archives plus synthetic radar outages.
+    """The training samples of ``config``: every configured source minus the held-out events
+    and the validation part of each real event, with holes from real masks mined from the
+    archives plus synthetic radar outages.
 
     Raises
     ------
     ValueError
         If no usable source or no hole pattern is left.
     """
+    return _datasets(config, seed=seed)[0]
+
+
+def _datasets(
+    config: DataConfig, *, seed: int
+) -> tuple[data.WindowDataset, data.WindowDataset | None]:
     sources: list[data.SequenceSource] = []
     for root in config.radolan:
         sources += data.radolan_sequences(root, min_length=config.window)
     for root in config.netcdf:
         sources += data.netcdf_sequences(root)
-    for root in config.fmi:
-        sources += data.fmi_sequences(root)
+    for root in config.rates:
+        sources += data.rate_sequences(root)
     sources += data.synthetic_sequences(
         config.synthetic_presets,
         range(config.synthetic_seeds),
         grid=config.synthetic_grid,
         steps=config.synthetic_steps,
     )
+    training, held = data.split_in_time(
+        sources, config.validation_fraction, min_length=config.context
+    )
     masks = data.MaskLibrary.build(
         [p for root in config.mask_archives for p in sorted(_files(root))],
         seeds=range(config.mask_seeds),
     )
-    return data.WindowDataset(
-        sources,
+    common = {"window": config.window, "context": config.context, "crop": config.crop}
+    train_set = data.WindowDataset(
+        training,
         masks,
-        window=config.window,
-        crop=config.crop,
         seed=seed,
         length=config.samples_per_epoch,
         rain_bias=config.rain_bias,
+        intensity_scale=config.intensity_scale,
+        **common,
     )
+    usable = [s for s in held if s.event not in data.HELD_OUT]
+    if not usable:
+        return train_set, None
+    check = data.WindowDataset(
+        usable, masks, seed=seed + 1, length=VALIDATION_SAMPLES, rain_bias=1.0, **common
+    )
+    return train_set, check
+
+
+def validation_scores(samples: data.WindowDataset, model: torch.nn.Module) -> dict[str, float]:
+    """Hole scores of ``model`` and of its classical prior on the validation samples (mm/h).
+
+    ``val_rmse`` and ``val_prior_rmse`` over all hole pixels of all samples, their ratio
+    ``val_rmse_ratio`` (below 1: the network improves on ``advection_boundary``; the number
+    that selects a checkpoint), and ``val_bias`` (hole-mean prediction minus truth, mm/h).
+    """
+    import torch
+
+    from radinfill.model.features import AUX_ADVECTED
+
+    squared = prior_squared = bias = count = 0.0
+    for start in range(0, len(samples), VALIDATION_BATCH):
+        batch = data.collate(
+            [samples[i] for i in range(start, min(start + VALIDATION_BATCH, len(samples)))]
+        )
+        with torch.no_grad():
+            prediction = model(batch["values"], batch["valid"], batch["aux"])[0]
+        mask = batch["loss_mask"]
+        target = batch["target"][mask]
+        prior = batch["aux"][:, AUX_ADVECTED : AUX_ADVECTED + 1][mask]
+        squared += float((prediction[mask] - target).square().sum())
+        prior_squared += float((prior - target).square().sum())
+        bias += float((prediction[mask] - target).sum())
+        count += int(mask.sum())
+    count = max(count, 1.0)
+    rmse, prior_rmse = (float(np.sqrt(v / count)) for v in (squared, prior_squared))
+    return {
+        "val_rmse": rmse,
+        "val_prior_rmse": prior_rmse,
+        "val_rmse_ratio": rmse / prior_rmse if prior_rmse > 0 else float("nan"),
+        "val_bias": bias / count,
+    }
 
 
 def run(settings: TrainSettings) -> Path:
-    """Train (or resume) the run of ``settings``; returns the last snapshot directory."""
+    """Train (or resume) the run of ``settings``; returns the last snapshot directory.
+
+    Every snapshot carries the validation scores (:func:`validation_scores`) when the
+    configuration keeps a validation part of the real events.
+    """
     from radinfill.train.loop import train
 
     config = settings.train_config()
+    train_set, check = _datasets(settings.data, seed=config.seed)
     return train(
         config,
-        dataset(settings.data, seed=config.seed),
+        train_set,
         collate=data.collate,
+        eval_fn=None if check is None else lambda model, _step: validation_scores(check, model),
         on_snapshot=partial(report, log_path=config.log_file, metrics=settings.metrics),
     )
+
+
+def best_snapshot(checkpoint_dir: Path) -> tuple[Path, float] | None:
+    """The kept snapshot with the lowest ``val_rmse_ratio`` and that ratio (None when no
+    snapshot carries validation scores): checkpoints are selected on held-out frames against
+    the classical prior, never on training loss."""
+    from radinfill.model.checkpoint import read_metadata
+
+    scored = []
+    for snapshot in sorted(Path(checkpoint_dir).glob("step-*")):
+        ratio = read_metadata(snapshot).get("scores", {}).get("val_rmse_ratio")
+        if ratio is not None and np.isfinite(ratio):
+            scored.append((float(ratio), snapshot))
+    if not scored:
+        return None
+    ratio, snapshot = min(scored)
+    return snapshot, ratio
 
 
 def report(snapshot: Path, *, log_path: Path, metrics: MetricsConfig | None) -> None:

@@ -123,8 +123,9 @@ class TrainConfig:
         Seeds the network initialisation, the sample order and the global RNGs.
     grad_clip : float or None
         Largest global gradient norm; None disables clipping.
-    mse_weight : float
-        Weight of the squared-error term of :func:`radinfill.train.losses.hole_loss`.
+    mse_weight, bias_weight : float
+        Weights of the squared-error and hole-mean bias terms of
+        :func:`radinfill.train.losses.hole_loss`.
     checkpoint_every : int
         Steps between snapshots (a last one is always written at the end).
     keep_last : int
@@ -151,6 +152,7 @@ class TrainConfig:
     seed: int = 0
     grad_clip: float | None = 1.0
     mse_weight: float = MSE_WEIGHT
+    bias_weight: float = 0.0
     checkpoint_every: int = 500
     keep_last: int = 3
     log_every: int = 10
@@ -451,7 +453,13 @@ def _step(
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     pred, _ = model(moved["values"], moved["valid"], moved["aux"])
-    loss = hole_loss(pred, moved["target"], moved["loss_mask"], mse_weight=config.mse_weight)
+    loss = hole_loss(
+        pred,
+        moved["target"],
+        moved["loss_mask"],
+        mse_weight=config.mse_weight,
+        bias_weight=config.bias_weight,
+    )
     loss.backward()
     if config.grad_clip is not None:
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -1,13 +1,24 @@
-"""Champion/challenger gate: publish a checkpoint as the current release only if it is no worse.
+"""Champion/challenger gate with a classical floor: a checkpoint becomes the current release
+only if it beats the strongest classical method, is safe, and is no worse than the champion.
 
-``radinfill promote CANDIDATE --registry DIR`` scores the candidate checkpoint and the current
-release (the champion) on the same held-out cases (:func:`radinfill.train.evaluate.
-held_out_specs` unless data specs are given), with the same protocol as ``radinfill
-evaluate``, and compares the mean of each gate score over the cases. The candidate passes a
-score when its distance to the score's ideal value (:data:`radinfill.scores.IDEAL`: 0 for
-errors, 1 for correlations, CSI, FSS and the blur ratio) is at most the champion's plus
-``tolerance`` (absolute, in the score's units). It is promoted when it passes every gate
-score, when there is no champion yet, or when forced.
+``radinfill promote CANDIDATE --registry DIR`` scores the candidate checkpoint, the current
+release (the champion) and the classical causal methods on the same held-out cases
+(:func:`radinfill.train.evaluate.held_out_specs` unless data specs are given), with the same
+protocol as ``radinfill evaluate``, and compares mean scores over the cases:
+
+* **the classical floor** (:func:`floor`), also into an empty registry: the strongest
+  classical method is the one with the lowest mean RMSE; the candidate's RMSE must be at
+  least ``floor_margin`` (2 %) lower than its RMSE, and its CSI at 1 and 5 mm/h not lower. A
+  learned model that only ties a classical method (or falls back to it, as a biased one does
+  through the engine's safety envelope) adds risk and nothing else;
+* **safety** (:func:`radinfill.train.evaluate.safety_check`): no invented rain on the safety
+  cases;
+* **the champion**: the candidate passes a gate score when its distance to the score's ideal
+  value (:data:`radinfill.scores.IDEAL`: 0 for errors, 1 for correlations, CSI, FSS and the
+  blur ratio) is at most the champion's plus ``tolerance`` (absolute, in the score's units),
+  or when there is no champion yet.
+
+It is promoted when it passes all of them, or when forced (recorded in the decision).
 
 A promoted candidate becomes release ``<UTC time>-<sha256 prefix>`` with ``decision.json`` and
 ``scores.json`` inside (written before the release directory appears, see
@@ -19,10 +30,11 @@ written to ``REGISTRY/reports/<version>/`` unless another directory is given.
 ``decision.json`` holds: ``promoted``, ``forced``, ``version``, ``time``, ``code_version``;
 ``candidate`` and ``champion`` (path, release version, variant, sha256, training summary; the
 candidate's version is the one it gets or would have got; champion null without one);
-``data`` (the specs); ``gate`` (score names and tolerance); ``reasons`` (score -> why it
-passed or failed); ``verdicts`` (score -> both values and the outcome); ``scores`` (candidate
-and champion -> every mean score); ``report`` (the report directory). Undefined scores are
-null.
+``data`` (the specs); ``gate`` (score names, tolerance, floor methods and margin);
+``reasons`` (check -> why it passed or failed; floor checks are named ``floor <score>``, the
+safety check ``safety``); ``verdicts`` (check -> candidate and reference values and the
+outcome); ``scores`` (candidate, champion and each classical method -> every mean score);
+``report`` (the report directory). Undefined scores are null.
 
 One promotion runs at a time per registry (a lock file), so two jobs cannot both compare
 against the same champion and switch ``current`` one after the other.
@@ -42,13 +54,17 @@ from pathlib import Path
 from typing import Any
 
 from radinfill import atomic, code_version, permissions, scores
-from radinfill.model import registry
+from radinfill.model import baselines, registry
 from radinfill.model.checkpoint import read_metadata
 from radinfill.model.engine import InfillEngine
 from radinfill.train import evaluate
 
 #: Scores the gate compares by default: the seed work's four and CSI at 1 mm/h.
 DEFAULT_SCORES = ("rmse", "ame", "temporal_corr", "spatial_corr", "csi_1")
+#: How much lower than the strongest classical method's the candidate's RMSE must be.
+FLOOR_MARGIN = 0.02
+#: Scores on which the candidate must not fall below the strongest classical method.
+FLOOR_SCORES = ("csi_1", "csi_5")
 DECISION = "decision.json"
 SCORES = "scores.json"
 REPORTS = "reports"
@@ -59,11 +75,15 @@ _LOCK = ".promote.lock"
 
 @dataclass(frozen=True)
 class Verdict:
-    """The gate's outcome on one score (mean over the cases)."""
+    """The gate's outcome on one check (mean scores over the cases).
+
+    ``reference`` is the champion's value, the strongest classical method's for a floor
+    check, or None (no champion yet; the safety check).
+    """
 
     score: str
     candidate: float
-    champion: float | None
+    reference: float | None
     passed: bool
     reason: str
 
@@ -97,14 +117,11 @@ class Decision:
 
     def table(self) -> str:
         """Fixed-width comparison: score, candidate, champion, ideal, verdict and reason."""
-        lines = [f"{'score':16}{'candidate':>12}{'champion':>12}{'ideal':>8}  verdict"]
+        lines = [f"{'check':16}{'candidate':>12}{'reference':>12}  verdict"]
         for v in self.verdicts:
-            champion = "-" if v.champion is None else f"{v.champion:.4f}"
+            reference = "-" if v.reference is None else f"{v.reference:.4f}"
             outcome = "pass" if v.passed else "FAIL"
-            lines.append(
-                f"{v.score:16}{v.candidate:12.4f}{champion:>12}{scores.ideal(v.score):8g}  "
-                f"{outcome}: {v.reason}"
-            )
+            lines.append(f"{v.score:16}{v.candidate:12.4f}{reference:>12}  {outcome}: {v.reason}")
         if not self.verdicts:
             lines += [f"{key}: {reason}" for key, reason in self.content["reasons"].items()]
         state = "PROMOTED" if self.promoted else "REJECTED"
@@ -148,6 +165,56 @@ def compare(
     return tuple(verdicts)
 
 
+def floor(
+    candidate: Mapping[str, float],
+    classical: Mapping[str, Mapping[str, float]],
+    margin: float = FLOOR_MARGIN,
+) -> tuple[Verdict, ...]:
+    """Judge the candidate against the strongest classical method (pure).
+
+    The strongest is the method with the lowest mean RMSE. The candidate's RMSE must be at
+    most ``1 - margin`` times its RMSE, and each of :data:`FLOOR_SCORES` at least its value
+    (undefined for the method: passes; undefined for the candidate only: fails). Each reason
+    says by how much the candidate passed or missed.
+    """
+    name = min(classical, key=lambda method: classical[method]["rmse"])
+    best = classical[name]
+    ratio = candidate["rmse"] / best["rmse"] if best["rmse"] > 0 else math.inf
+    needed = 1.0 - margin
+    verdict = "passes" if ratio <= needed else f"misses by {100 * (ratio - needed):.1f} points"
+    verdicts = [
+        Verdict(
+            "floor rmse",
+            candidate["rmse"],
+            best["rmse"],
+            ratio <= needed,
+            f"{ratio:.3f} x {name}'s RMSE; needs <= {needed:.3f}: {verdict}",
+        )
+    ]
+    for score in FLOOR_SCORES:
+        mine, theirs = candidate[score], best[score]
+        if math.isnan(theirs):
+            passed, reason = True, f"undefined for {name}"
+        elif math.isnan(mine):
+            passed, reason = False, "undefined for the candidate"
+        else:
+            passed = mine >= theirs
+            reason = f"{mine - theirs:+.4f} against {name}'s {theirs:.4f}"
+        verdicts.append(Verdict(f"floor {score}", mine, theirs, passed, reason))
+    return tuple(verdicts)
+
+
+def safety(problems: Mapping[str, str]) -> Verdict:
+    """The safety check's verdict from :func:`radinfill.train.evaluate.safety_check`."""
+    failed = len(problems)
+    reason = (
+        "no invented rain on the safety cases"
+        if not failed
+        else "; ".join(f"{case}: {problem}" for case, problem in problems.items())
+    )
+    return Verdict("safety", float(failed), None, not failed, reason)
+
+
 def promote(
     candidate: str | os.PathLike[str],
     registry_dir: str | os.PathLike[str],
@@ -155,11 +222,14 @@ def promote(
     specs: Sequence[str],
     gate: Sequence[str] = DEFAULT_SCORES,
     tolerance: float = 0.0,
+    floor_methods: Sequence[str] | None = None,
+    floor_margin: float = FLOOR_MARGIN,
     force: bool = False,
     out: Path | None = None,
     device: str = "auto",
 ) -> Decision:
-    """Evaluate ``candidate`` against the current release; publish and activate it if no worse.
+    """Evaluate ``candidate`` against the classical floor, the safety cases and the current
+    release; publish and activate it if it passes all three.
 
     Parameters
     ----------
@@ -173,6 +243,10 @@ def promote(
         Names of the scores that must not get worse (:func:`radinfill.scores.score_names`).
     tolerance
         How much further from the ideal than the champion a score may be (>= 0, absolute).
+    floor_methods
+        Classical methods whose strongest is the floor (default: every causal baseline).
+    floor_margin
+        How much lower (a fraction, in [0, 1)) the candidate's RMSE must be than the floor's.
     force
         Promote even if the gate fails (recorded in the decision).
     out
@@ -187,7 +261,8 @@ def promote(
     Raises
     ------
     ValueError
-        For an unknown gate score, a negative tolerance or no data specs.
+        For an unknown gate score or floor method, a negative tolerance, a margin outside
+        [0, 1) or no data specs.
     RegistryError
         If the current release fails verification, another promotion holds the registry,
         or publishing fails.
@@ -195,6 +270,7 @@ def promote(
         If the candidate or the champion cannot be loaded.
     """
     _check_gate(gate, tolerance, specs)
+    classical = _floor_methods(floor_methods, floor_margin)
     root = permissions.make_dirs(registry_dir)  # 0755 whatever the umask: the service checks
     with _locked(root):
         source = registry.resolve(candidate)
@@ -214,26 +290,39 @@ def promote(
             if champion_dir is None
             else _identity(champion_dir, read_metadata(champion_dir), champion_dir.name),
             "data": list(specs),
-            "gate": {"scores": list(gate), "tolerance": tolerance},
+            "gate": {
+                "scores": list(gate),
+                "tolerance": tolerance,
+                "floor": {"methods": list(classical), "margin": floor_margin},
+            },
         }
         if content["champion"] and content["champion"]["sha256"] == meta["sha256"]:
             reasons = {"weights": "the candidate has the weights of the current release"}
             record = _reject(root, version, content | {"reasons": reasons})
             return Decision(False, version, record, None, (), _read_json(record))
         report = out or root / REPORTS / version
-        result = _evaluate(source, champion_dir, specs, report, device)
+        engine = InfillEngine.from_checkpoint(source, device, fallback=None)
+        result = _evaluate(engine, source, champion_dir, specs, classical, report, device)
         mine = result.mean[CANDIDATE]
         theirs = result.mean.get(CHAMPION)
-        verdicts = compare(mine, theirs, gate, tolerance)
+        verdicts = (
+            *floor(mine, {name: result.mean[name] for name in classical}, floor_margin),
+            safety(evaluate.safety_check(engine.infill)),
+            *compare(mine, theirs, gate, tolerance),
+        )
         promoted = force or all(v.passed for v in verdicts)
         content |= {
             "promoted": promoted,
             "reasons": {v.score: v.reason for v in verdicts},
             "verdicts": {
-                v.score: {"candidate": v.candidate, "champion": v.champion, "passed": v.passed}
+                v.score: {"candidate": v.candidate, "reference": v.reference, "passed": v.passed}
                 for v in verdicts
             },
-            "scores": {CANDIDATE: dict(mine), CHAMPION: None if theirs is None else dict(theirs)},
+            "scores": {
+                CANDIDATE: dict(mine),
+                CHAMPION: None if theirs is None else dict(theirs),
+                **{name: dict(result.mean[name]) for name in classical},
+            },
             "report": str(report),
         }
         if not promoted:
@@ -252,15 +341,36 @@ def promote(
 
 
 def _evaluate(
-    source: Path, champion: Path | None, specs: Sequence[str], out: Path, device: str
+    engine: InfillEngine,
+    source: Path,
+    champion: Path | None,
+    specs: Sequence[str],
+    classical: Sequence[str],
+    out: Path,
+    device: str,
 ) -> evaluate.Evaluation:
-    """Score the candidate (and the champion) on ``specs`` with the evaluation protocol."""
-    models = [
-        evaluate.ModelMethod(name, path, InfillEngine.from_checkpoint(path, device, fallback=None))
-        for name, path in ((CHAMPION, champion), (CANDIDATE, source))
-        if path is not None
-    ]
-    return evaluate.run(specs, {}, out, models=models)
+    """Score the candidate, the champion and the classical methods on ``specs`` with the
+    evaluation protocol."""
+    models = [evaluate.ModelMethod(CANDIDATE, source, engine)]
+    if champion is not None:
+        champion_engine = InfillEngine.from_checkpoint(champion, device, fallback=None)
+        models.insert(0, evaluate.ModelMethod(CHAMPION, champion, champion_engine))
+    methods = {name: baselines.get_method(name) for name in classical}
+    return evaluate.run(specs, methods, out, models=models)
+
+
+def _floor_methods(names: Sequence[str] | None, margin: float) -> tuple[str, ...]:
+    """The floor's classical methods (default: every causal baseline), checked."""
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"floor margin must be in [0, 1), got {margin}")
+    if names is None:
+        return tuple(name for name in baselines.list_methods() if baselines.is_causal(name))
+    if not names:
+        raise ValueError("the classical floor needs at least one method")
+    for name in names:
+        if not baselines.is_causal(name):  # also raises ValueError for an unknown name
+            raise ValueError(f"floor method {name!r} is not causal: the service cannot run it")
+    return tuple(name.lower() for name in names)
 
 
 def _check_gate(gate: Sequence[str], tolerance: float, specs: Sequence[str]) -> None:

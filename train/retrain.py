@@ -54,6 +54,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from radinfill.model import baselines
 from radinfill.train import config as train_config
 from radinfill.train import supervise
 
@@ -110,6 +111,11 @@ class RetrainSettings:
         ``none``, ``systemctl`` or ``pid:PATH`` (SIGHUP to the pid in PATH).
     data : tuple of str
         Evaluation specs of the gate; empty: :func:`radinfill.train.evaluate.held_out_specs`.
+    floor : tuple of str
+        Classical causal methods whose strongest the candidate must beat; empty: every causal
+        baseline (:func:`radinfill.train.promote.floor`).
+    floor_margin : float
+        How much lower than the floor's the candidate's RMSE must be (a fraction).
     schedule : str or None
         Five-field crontab expression in UTC for ``radinfill schedule``; None: not scheduled.
     misfire_grace_s : int
@@ -125,8 +131,20 @@ class RetrainSettings:
     archive_days: float | None = None
     reload: str = "none"
     data: tuple[str, ...] = ()
+    floor: tuple[str, ...] = ()
+    floor_margin: float = 0.02
     schedule: str | None = None
     misfire_grace_s: int = 3600
+
+    def _floor_problems(self) -> list[str]:
+        problems = [
+            f"retrain.floor: {name!r} is not a causal baseline"
+            for name in self.floor
+            if name not in baselines.list_methods() or not baselines.is_causal(name)
+        ]
+        if not 0.0 <= self.floor_margin < 1.0:
+            problems.append(f"retrain.floor_margin must be in [0, 1), got {self.floor_margin}")
+        return problems
 
     def __post_init__(self) -> None:
         """Check the combination before anything runs.
@@ -167,9 +185,11 @@ class RetrainSettings:
             )
         elif self.misfire_grace_s < 1:
             problems.append(f"retrain.misfire_grace_s must be >= 1, got {self.misfire_grace_s}")
+        problems += self._floor_problems()
         if problems:
             raise ConfigError("[retrain]", problems)
         object.__setattr__(self, "data", tuple(self.data))
+        object.__setattr__(self, "floor", tuple(self.floor))
 
 
 @dataclass(frozen=True)
@@ -372,7 +392,13 @@ def _promote(snapshot: Path, settings: RetrainSettings) -> Any:
     from radinfill.train import evaluate, promote
 
     specs = settings.data or evaluate.held_out_specs(demo.default_data_dir())
-    return promote.promote(snapshot, settings.registry, specs=specs)
+    return promote.promote(
+        snapshot,
+        settings.registry,
+        specs=specs,
+        floor_methods=settings.floor or None,
+        floor_margin=settings.floor_margin,
+    )
 
 
 def _reload(how: str, out: TextIO) -> None:
