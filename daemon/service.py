@@ -9,8 +9,12 @@ Threads and their jobs::
     worker           WorkQueue -> settle -> Pipeline.process -> metrics + one log line;
                      the shadow check runs here too, between products
 
-Start-up order follows what systemd's ``Type=notify`` needs: configuration, metrics port,
-ledger, model (loaded, verified and warmed up), observers, startup scan; only then ``READY=1``.
+Start-up order follows what systemd's ``Type=notify`` needs: the single-instance lock on the
+state directory (before anything is touched: a second instance must not clean away the first
+one's temporary files), configuration, metrics port, ledger, model (loaded, verified and warmed
+up), observers, startup scan; only then ``READY=1``. A start-up that cannot succeed by being
+repeated (another instance, a port in use) raises :class:`StartupError`, one line naming what
+and where, which ``radinfill serve`` turns into exit status 2.
 The backlog found by the scan is worked after READY, behind live files.
 
 ``WATCHDOG=1`` is sent only while the worker shows progress (a heartbeat per item or idle
@@ -26,6 +30,7 @@ quarantine) whatever the umask.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import threading
@@ -53,6 +58,40 @@ from radinfill.daemon.watcher import Watcher, scan
 __all__ = ["Service"]
 
 _log = structlog.get_logger("radinfill.service")
+
+
+#: Name of the single-instance lock file in the state directory.
+LOCK_FILE = "radinfill.lock"
+
+
+class StartupError(RuntimeError):
+    """A start-up failure that repeating the start cannot cure (the message says what to do)."""
+
+
+def _lock(state_dir: Path) -> int:
+    """Hold the exclusive lock of ``state_dir`` for the life of the process; its descriptor.
+
+    Raises
+    ------
+    StartupError
+        If another process holds it (naming its pid, written into the lock file).
+    """
+    path = state_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise StartupError(
+            f"{path}: another radinfill serve (pid {holder}) runs on this state directory; "
+            "stop it first, or give this one its own state_dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 #: The worker counts as stuck when its heartbeat is older than this (s); longer than any one
 #: product takes (seconds on a CPU), shorter than a systemd WatchdogSec of minutes.
 STUCK_AFTER_S = 120.0
@@ -114,6 +153,7 @@ class Service:
         self.scheduler: BackgroundScheduler | None = None
         self._worker: threading.Thread | None = None
         self._configure_logs = configure_logs
+        self._lock_fd: int | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -136,12 +176,13 @@ class Service:
             configure_logging(fmt=config.log_format, level=config.log_level)
         if os.geteuid() == 0:
             _log.warning("running_as_root", hint="run as an unprivileged user (systemd: User=)")
+        permissions.make_dirs(config.state_dir, permissions.PRIVATE_DIRECTORY_MODE)
+        self._lock_fd = _lock(config.state_dir)
         permissions.make_dirs(config.outgoing)  # 0755 / 0750 whatever the umask
-        for directory in (config.state_dir, config.quarantine):
-            permissions.make_dirs(directory, permissions.PRIVATE_DIRECTORY_MODE)
+        permissions.make_dirs(config.quarantine, permissions.PRIVATE_DIRECTORY_MODE)
         for path in outputs.remove_partial(config.outgoing):
             _log.info("removed_partial_output", path=str(path))
-        self.server = self.metrics.serve(config.metrics.address, config.metrics.port)
+        self.server = self._serve_metrics()
         self.ledger = Ledger(config.ledger_path, horizon=timedelta(seconds=config.horizon_s))
         self.notifier.status("loading model")
         self.slot = models.ModelSlot(self._load_model(config.model, startup=True))
@@ -202,7 +243,21 @@ class Service:
         if self.server is not None:
             self.server.close()
             self.server = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
         _log.info("service_stopped", processed=self.processed)
+
+    def _serve_metrics(self) -> MetricsServer:
+        """The metrics endpoint; a taken address is a :class:`StartupError` naming it."""
+        address, port = self.config.metrics.address, self.config.metrics.port
+        try:
+            return self.metrics.serve(address, port)
+        except OSError as err:
+            raise StartupError(
+                f"metrics endpoint {address}:{port}: {err.strerror or err}; another process "
+                "listens there: stop it or set [metrics] port"
+            ) from None
 
     def _install_signals(self) -> dict[int, Any]:
         previous: dict[int, Any] = {}

@@ -155,12 +155,19 @@ def _infill(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from radinfill.daemon.service import Service
+    # A SIGHUP (reload) before the service installs its handlers must not end the process: the
+    # model is loaded fresh at start anyway, so an early one has nothing to reload.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    from radinfill.daemon.service import Service, StartupError
 
     settings = _service_config(args.config)
     if settings is None:
         return EXIT_CONFIG
-    return Service(settings).run()
+    try:
+        return Service(settings).run()
+    except StartupError as err:
+        print(f"radinfill serve: {err}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def _check_config(args: argparse.Namespace) -> int:

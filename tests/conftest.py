@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -12,9 +14,29 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = Path(os.environ.get("RADINFILL_SAMPLES", REPO.parent / "shared" / "data" / "radolan"))
 
 
+#: Under CI (``CI=true``) missing sample data or a missing test reader is an error, never a
+#: skip: a suite that silently shrinks proves less while it still passes.
+STRICT = os.environ.get("CI", "").lower() == "true"
+
+
+def missing(reason: str) -> None:
+    """Fail under CI, skip elsewhere (a developer machine without the samples)."""
+    if STRICT:
+        pytest.fail(f"{reason} (CI=true: required)")
+    pytest.skip(reason)
+
+
+def require(module: str) -> ModuleType:
+    """Import a third-party reader the tests check our outputs with (wradlib, pysteps, ...):
+    a skip without it on a developer machine, an error under CI."""
+    if STRICT:
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
+
+
 @pytest.fixture(scope="session")
 def samples() -> Path:
-    """Directory of the real DWD sample files; tests needing them skip if it is absent."""
+    """Directory of the real DWD sample files (see :func:`missing` when it is absent)."""
     if not SAMPLES.is_dir():
-        pytest.skip(f"real RADOLAN samples not found at {SAMPLES}")
+        missing(f"real RADOLAN samples not found at {SAMPLES}")
     return SAMPLES

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from radinfill.model import baselines
+from tests.conftest import require
 from tests.test_motion import disc, translating_rain
 
 SHAPE = (160, 160)
@@ -333,8 +334,8 @@ def test_advection_matches_pysteps(truth, hole):
     remap interpolates on a 1/32 px grid), so the two fills should agree to a few percent of the
     field's spread, as the prototype found on real cases (0.02-0.17 mm/h).
     """
-    pysteps_motion = pytest.importorskip("pysteps.motion")
-    pysteps_extrapolation = pytest.importorskip("pysteps.extrapolation")
+    pysteps_motion = require("pysteps.motion")
+    pysteps_extrapolation = require("pysteps.extrapolation")
     lead = 3
     frames = truth[:6].copy()
     frames[-lead:, hole] = np.nan

@@ -24,6 +24,7 @@ from radinfill import netcdf
 from radinfill.dataset import DWD_ATTRIBUTION, open_radolan, to_dataset
 from radinfill.radolan import read
 from radinfill.xarray_backend import RadinfillBackendEntrypoint, looks_like_radolan
+from tests.conftest import require
 
 RW = "dwdradar/tests/raa01-rw_10000-1907010950-dwd---bin_weatherRadolan"
 RW_GZ = "dwdradar/tests/raa01-rw_10000-1907311350-dwd---bin_hourRadRecentBin.gz"
@@ -213,7 +214,7 @@ def test_lat_lon_of_a_radar_site_pixel(rw, site, lat, lon):
 
 @pytest.mark.filterwarnings("ignore:variable .* has multiple fill values")
 def test_matches_wradlib_engine(samples, rw):
-    pytest.importorskip("wradlib")
+    require("wradlib")
     with xr.open_dataset(samples / RW, engine="radolan") as theirs:
         theirs = theirs.load()
     np.testing.assert_allclose(rw.x.values, theirs.x.values, atol=1e-6)
@@ -401,7 +402,7 @@ def test_crash_after_writing_keeps_the_previous_file(tmp_path, rw, monkeypatch):
 
 
 def test_cf_xarray_finds_grid_mapping_coordinates_and_axes(tmp_path, rw):
-    pytest.importorskip("cf_xarray")
+    require("cf_xarray")
     netcdf.write(rw, tmp_path / "out.nc")
     for ds in (rw, _reopen(tmp_path / "out.nc")):
         assert ds.cf.grid_mapping_names == {"polar_stereographic": ["polar_stereographic"]}

@@ -26,6 +26,7 @@ from radinfill.model.engine import (
     ramp,
     tile_spans,
 )
+from tests.conftest import require
 from tests.test_checkpoint import tiny_model
 
 RW_0750 = "radolan_to_netcdf/radolan_rw/raa01-rw_10000-1811220750-dwd---bin.gz"
@@ -369,7 +370,7 @@ def test_infill_command_on_real_files(
 
 
 def test_infill_output_reads_in_wradlib(samples: Path, tmp_path: Path) -> None:
-    wrl = pytest.importorskip("wradlib")
+    wrl = require("wradlib")
     out = tmp_path / "out"
     assert (
         subprocess.run(

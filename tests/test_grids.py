@@ -16,6 +16,7 @@ import pytest
 from radinfill.radolan import RadolanError, grid_for
 from radinfill.radolan.grids import project, unproject
 from radinfill.radolan.sites import SITES
+from tests.conftest import require
 
 ODIM_RW = "radolan-guide/hdf5/raa01-rw_10000-latest-dwd---bin.hdf5"
 
@@ -68,7 +69,7 @@ def test_first_pixel_centre_of_the_national_grid_is_wradlibs() -> None:
 
 
 def test_de1200_wgs84_matches_dwds_own_odim_attributes(samples: Path) -> None:
-    h5py = pytest.importorskip("h5py")
+    h5py = require("h5py")
     with h5py.File(samples / ODIM_RW, "r") as h5:
         where = dict(h5["where"].attrs)
     grid = grid_for(int(where["ysize"]), int(where["xsize"]), "wgs84")

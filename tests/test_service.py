@@ -30,6 +30,7 @@ from radinfill.daemon.ledger import Ledger
 from radinfill.daemon.pipeline import MAX_INPUT_BYTES
 from radinfill.radolan.sites import OPERATIONAL
 from radinfill.stream import DWD_SITE_ORDER, PRODUCTS, StreamManifest, StreamStep, write_stream
+from tests.conftest import require
 from tests.service_helpers import (
     ServeProcess,
     check_outputs,
@@ -511,7 +512,7 @@ def test_downstream_readers_get_what_the_service_wrote(
 ) -> None:
     """wradlib reads every RADOLAN output with our values, xarray the netCDF with the hole as
     infill_mask, and pysteps nowcasts from the gap-free sequence."""
-    wio = pytest.importorskip("wradlib.io")
+    wio = require("wradlib.io")
     config = make_config(tmp_path)
     steps = list(stream.steps[:12])
     with running(config) as service:
@@ -699,7 +700,7 @@ def test_release_published_on_the_cpu_serves_on_the_gpu(
 ) -> None:
     """The golden output is computed on the CPU at publication; the release must pass its
     golden check on the GPU and infill there without falling back."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     from radinfill.model import registry

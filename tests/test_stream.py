@@ -20,6 +20,7 @@ from radinfill.cli import main
 from radinfill.radolan import RadolanError, build_header, decode, encode, grid_for, read_one
 from radinfill.radolan.header import parse
 from radinfill.radolan.sites import OPERATIONAL, RADIUS_KM
+from tests.conftest import require
 
 START = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 GRID = (256, 256)
@@ -358,7 +359,7 @@ def test_unknown_product_and_clashing_names_are_refused(tmp_path: Path) -> None:
 
 
 def test_wradlib_reads_a_national_ry_file(tmp_path: Path) -> None:
-    wio = pytest.importorskip("wradlib.io")
+    wio = require("wradlib.io")
     written = stream.write_stream(tmp_path, grid=(900, 900), steps=1, start=START, seed=3)
     ours = read_one(written.files[0])
     theirs, attrs = wio.read_radolan_composite(str(written.files[0]), missing=-9999)

@@ -14,6 +14,7 @@ from radinfill.holes import coverage
 from radinfill.radolan import read, read_one
 from radinfill.radolan.sites import OPERATIONAL
 from radinfill.train import data
+from tests.conftest import missing
 
 from .conftest import SAMPLES
 
@@ -26,7 +27,7 @@ BOO_OUTAGE = [f"raa01-rw_10000-18112{h}50-dwd---bin.gz" for h in ("208", "209", 
 @pytest.fixture(scope="module")
 def fmi() -> list[data.SequenceSource]:
     if not FMI.is_dir():
-        pytest.skip(f"FMI events not found at {FMI}")
+        missing(f"FMI events not found at {FMI}")
     return data.rate_sequences(FMI)
 
 

@@ -17,10 +17,11 @@ import pytest
 
 from radinfill.radolan import decode, read_one
 from radinfill.radolan.grids import grid_for
+from tests.conftest import require
 from tests.radolan_samples import RVP6, raw_product
 
-wio = pytest.importorskip("wradlib.io")
-georef = pytest.importorskip("wradlib.georef")
+wio = require("wradlib.io")
+georef = require("wradlib.georef")
 
 MISSING = -9999
 #: Products of the 2014-08-10 20:50 showcase instant not covered by the files above.
@@ -84,7 +85,7 @@ def test_values_flags_and_metadata_agree_with_wradlib(samples: Path, name: str) 
 
 
 def test_odim_hdf5_agrees_with_the_wradlib_backend(samples: Path) -> None:
-    xr = pytest.importorskip("xarray")
+    xr = require("xarray")
     path = samples / "radolan-guide/hdf5/raa01-rw_10000-latest-dwd---bin.hdf5"
     ours = read_one(path)
     with xr.open_dataset(path, engine="radolan") as dataset:

@@ -14,12 +14,15 @@ candidate is promoted, tells the running service to load it. The ``[retrain]`` t
     archive_days = 14                             # optional: also train on [service] incoming
     reload = "none"                               # none | systemctl | pid:PATH
     data = []                                     # evaluation specs (default: held-out set)
+    floor = []                                    # classical floor (default: every causal one)
+    floor_margin = 0.02                           # RMSE at least 2 % below the floor's
     schedule = "0 3 * * 0"                        # radinfill schedule: crontab, UTC (optional)
     misfire_grace_s = 3600                        # radinfill schedule: a late run still starts
 
 Steps, each logged as one line on stderr with its duration: ``train`` (a child process:
 ``python -m radinfill train``, ``torchrun`` or ``sbatch --wait``; the run directory overrides
-``train.checkpoint_dir``), ``snapshot`` (the finished snapshot that ``latest`` names),
+``train.checkpoint_dir``), ``snapshot`` (once the run finished, the snapshot with the lowest
+``val_rmse_ratio`` when the run keeps validation data, else the last one),
 ``promote`` and, after a promotion, ``reload``. The exit status is 0 when the candidate was
 promoted, 3 when the gate rejected it and 1 when a step failed (the message names the step).
 
@@ -373,7 +376,9 @@ def _archive_overrides(
 
 
 def _finished_snapshot(run_dir: Path) -> Path:
-    """The snapshot that ``RUN/latest`` names; it must be the run's last (all epochs done)."""
+    """The candidate of a finished run: the snapshot selected on validation
+    (:func:`radinfill.train.job.best_snapshot`), else the last one that ``RUN/latest`` names."""
+    from radinfill.train.job import best_snapshot
     from radinfill.train.loop import LATEST, STATE
 
     pointer = run_dir / LATEST
@@ -383,7 +388,8 @@ def _finished_snapshot(run_dir: Path) -> Path:
     state = json.loads((snapshot / STATE).read_text(encoding="utf-8"))
     if not state.get("finished"):
         raise StepError(f"{snapshot}: the run stopped before its last step (not finished)")
-    return snapshot
+    best = best_snapshot(run_dir)
+    return snapshot if best is None else best[0]
 
 
 def _promote(snapshot: Path, settings: RetrainSettings) -> Any:
