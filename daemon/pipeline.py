@@ -14,7 +14,9 @@ Decisions, in order:
    :func:`~radinfill.daemon.intake.open_input`).
 2. **Check** the product: products outside ``[service] products`` (by default: anything but a
    precipitation amount with failure holes to fill) are ignored; a grid that differs from the
-   product's grid so far is quarantined (``wrong_grid``), as is an archive of several products.
+   product's grid so far is quarantined (``wrong_grid``), as is an archive of several products,
+   a nominal time more than :data:`MAX_AHEAD_S` ahead of the clock (``future``: it would pin
+   the freshness gauges) and a DWD file name whose product is not the header's (``mismatch``).
 3. **Ledger**: the same (product, nominal time, content) again is a duplicate (skipped); other
    content for a slot older than the horizon is late (counted, not processed); otherwise the
    output gets the next version.
@@ -31,6 +33,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
+import re
 import subprocess
 import threading
 import time
@@ -61,6 +64,11 @@ _log = structlog.get_logger("radinfill.service")
 #: Largest input file read (bytes): a compressed DE4800 product with room to spare; larger is
 #: quarantined as oversized rather than read into memory.
 MAX_INPUT_BYTES = 64 * 1024 * 1024
+#: How far (s) a nominal time may lie ahead of the host's clock: products are stamped with the
+#: end of their interval and delivered after it, so anything later is a wrong header or clock.
+MAX_AHEAD_S = 3600.0
+#: A DWD file name ``raa01-<product>_<...>``: the product it names.
+_DWD_NAME = re.compile(r"raa01-([a-z0-9]{2})_", re.IGNORECASE)
 #: Seconds between retries of a file that is still shorter than its header says.
 INCOMPLETE_RETRY_S = 1.0
 
@@ -194,7 +202,7 @@ class Pipeline:
         except RadolanError as err:
             return self._unreadable(arrival, data, err)
         read_s = time.perf_counter() - started
-        problem = self._check(fields)
+        problem = self._check(fields, path.name)
         if isinstance(problem, Result):
             self.ledger.note_file(str(path), stat.st_size, stat.st_mtime_ns, problem.outcome)
             return problem
@@ -301,12 +309,22 @@ class Pipeline:
             raise NotReadyError(str(err), INCOMPLETE_RETRY_S)
         return self._quarantine(arrival.path, data, kind, str(err))
 
-    def _check(self, fields: list[Field]) -> Result | tuple[str, str] | None:
+    def _check(self, fields: list[Field], name: str) -> Result | tuple[str, str] | None:
         """None if the file is one usable product; an ignore Result, or (kind, reason) to
         quarantine."""
         if len(fields) != 1:
             return "unsupported", f"holds {len(fields)} products; the service takes one per file"
         (fld,) = fields
+        ahead = fld.time.timestamp() - self.clock()
+        if ahead > MAX_AHEAD_S:
+            return (
+                "future",
+                f"nominal time {fld.time:%Y-%m-%d %H:%M} UTC is {ahead / 3600:.1f} h ahead of "
+                "this host's clock: a wrong header or clock, never published",
+            )
+        named = _DWD_NAME.match(name)
+        if named and named.group(1).upper() != fld.product.upper():
+            return "mismatch", f"the name says {named.group(1).upper()}, the header {fld.product}"
         wanted = self.config.products
         usable = fld.unit == "mm" and not fld.info.nodata_means_dry and fld.header.raw
         if (wanted and fld.product not in wanted) or (not wanted and not usable):

@@ -57,7 +57,7 @@ class Metrics:
     * ``outcome`` of ``products_total``: ``processed | passthrough | duplicate | late |
       superseded | failed | quarantined``; of ``model_reloads_total``: ``ok | failed``;
     * ``reason`` of ``quarantined_total``: ``truncated | corrupt | oversized | wrong_grid |
-      unsupported | other``; of ``fallbacks_total``: why the model was not used;
+      unsupported | future | mismatch | other``; of ``fallbacks_total``: why the model was not used;
     * ``op`` of ``io_retries_total``: the retried I/O operation (read, write, ledger, ...).
 
     Constructing a ``Metrics`` switches off the ``_created`` series of counters and histograms

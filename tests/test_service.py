@@ -367,6 +367,40 @@ def test_bad_inputs_are_quarantined_and_the_service_carries_on(
     assert set(check_outputs(config.outgoing)) == {s.path.name for s in good}
 
 
+@pytest.mark.timeout(120)
+def test_a_product_from_the_future_or_under_another_products_name_is_not_published(
+    stream: StreamManifest, tmp_path: Path
+) -> None:
+    """A nominal time in 2099 would be published and pin the freshness gauge (the missing-
+    product alert could never fire again); a DWD name whose product is not the header's would
+    publish RY data under an RW name."""
+    config = make_config(tmp_path)
+    incoming = _incoming(tmp_path)
+    good = _complete(stream)[0]
+    future = write_stream(
+        tmp_path / "future",
+        grid=(200, 200),
+        steps=1,
+        start=datetime(2099, 1, 1, tzinfo=UTC),
+        seed=2,
+    ).files[0]
+    renamed = good.path.name.replace("raa01-ry_", "raa01-rw_")
+    with running(config) as service:
+        deliver(good.path, incoming)
+        deliver(future, incoming)
+        deliver(good.path, incoming, name=renamed)
+        wait_for(lambda: handled(service) >= 3, SLOW, "the three inputs")
+        assert outcomes(service) == {"passthrough": 1.0, "quarantined": 2.0}
+        assert count(service, "radinfill_quarantined_total", reason="future") == 1
+        assert count(service, "radinfill_quarantined_total", reason="mismatch") == 1
+        newest = count(service, "radinfill_last_output_nominal_timestamp_seconds", product="RY")
+        assert newest == good.time.timestamp()
+    assert "2099-01-01 00:00 UTC" in str(_quarantine_note(config.quarantine, future.name))
+    note = _quarantine_note(config.quarantine, renamed)
+    assert note["reason"] == "the name says RW, the header RY"
+    assert set(check_outputs(config.outgoing)) == {good.path.name}
+
+
 # -- outputs -----------------------------------------------------------------------------------
 
 
