@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -272,7 +273,7 @@ class Pipeline:
             hole_pixels=report.pixels,
         )
         self.ledger.note_file(str(path), stat.st_size, stat.st_mtime_ns, "done")
-        self._after_write(targets, written)
+        self._after_write(targets, written, fld.time)
         timings = {"read": read_s, "holes": holes_s, "infill": infill_s, "write": write_s}
         outcome = Outcome.PROCESSED if values is not None else Outcome.PASSTHROUGH
         details |= {"verdict": verdict.value, "timings_s": timings}
@@ -419,10 +420,16 @@ class Pipeline:
             **details,
         }
 
-    def _after_write(self, targets: outputs.OutputPaths, written: list[Path]) -> None:
-        """The optional ``latest`` symlink and post-write hook (failures logged, not fatal)."""
-        if self.config.latest_link:
-            link = targets.radolan.parent / "latest"
+    def _after_write(
+        self, targets: outputs.OutputPaths, written: list[Path], nominal: datetime
+    ) -> None:
+        """The optional ``latest`` symlink and post-write hook (failures logged, not fatal).
+
+        ``latest`` names the output of the newest nominal time, not the last one written: a
+        backlog or a late correction of an older time must not move it back.
+        """
+        link = targets.radolan.parent / "latest"
+        if self.config.latest_link and nominal >= _linked_time(link):
             tmp = link.with_name(".latest.tmp")
             try:
                 tmp.unlink(missing_ok=True)
@@ -441,6 +448,19 @@ class Pipeline:
                 for part in self.config.post_write_hook
             ]
             _run_hook(argv)
+
+
+def _linked_time(link: Path) -> datetime:
+    """Nominal time of the output ``link`` points to, from its sidecar; the earliest possible
+    time when there is no link or its sidecar does not say (then any output replaces it)."""
+    try:
+        target = link.parent / os.readlink(link)
+        record = json.loads(
+            target.with_name(f"{outputs.netcdf_stem(target.name)}.json").read_text()
+        )
+        return datetime.fromisoformat(record["nominal_time"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def _run_hook(argv: list[str]) -> None:

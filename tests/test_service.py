@@ -441,6 +441,22 @@ def test_latest_link_and_post_write_hook_follow_each_output(
 
 
 @pytest.mark.timeout(120)
+def test_latest_link_names_the_newest_nominal_time_not_the_last_write(
+    stream: StreamManifest, tmp_path: Path
+) -> None:
+    """A backlog worked after a newer product, or a late older one, leaves ``latest`` alone."""
+    config = make_config(tmp_path)
+    newer, older = stream.steps[6], stream.steps[2]
+    with running(config) as service:
+        deliver(newer.path, _incoming(tmp_path))
+        wait_for(lambda: handled(service) >= 1, SLOW, "the newer file")
+        deliver(older.path, _incoming(tmp_path))
+        wait_for(lambda: handled(service) >= 2, SLOW, "the older file")
+    assert os.readlink(config.outgoing / "latest") == newer.path.name
+    assert (config.outgoing / older.path.name).is_file()
+
+
+@pytest.mark.timeout(120)
 def test_products_not_configured_are_ignored_once(stream: StreamManifest, tmp_path: Path) -> None:
     config = make_config(tmp_path, products=["RW"], reconcile_interval_s=0.3)
     with running(config) as service:
