@@ -66,6 +66,14 @@ __all__ = ["ConfigError", "MetricsConfig", "ServiceConfig", "load", "parse"]
 _WATCH_MODES = ("auto", "inotify", "polling")
 _LOG_FORMATS = ("auto", "json", "console")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Directories that must neither be one nor hold one another, and what would go wrong.
+_APART = (
+    ("outgoing", "incoming", "outputs would overwrite inputs and be read back as corrections"),
+    ("quarantine", "incoming", "quarantined files would be read again"),
+    ("quarantine", "outgoing", "bad inputs would be published under product names"),
+    ("state_dir", "outgoing", "the ledger would be published and outputs could overwrite it"),
+    ("state_dir", "incoming", "the ledger and lock would lie among the inputs"),
+)
 _NAME_FIELDS = {"name", "stem", "product", "time"}
 #: Product time of the sample an ``output_name`` is tried on.
 _SAMPLE_TIME = datetime(2025, 6, 1, 12, 50, tzinfo=UTC)
@@ -284,12 +292,19 @@ def _check_locations(values: Mapping[str, Any], problems: list[str]) -> None:
                 )
             elif problem := _name_problem(name):
                 problems.append(f"service.output_name {problem}")
-    outgoing, incoming = values.get("outgoing"), values.get("incoming", ())
-    if outgoing is not None and any(_same(outgoing, d) for d in incoming):
-        problems.append("service.outgoing must not be one of the incoming directories")
-    quarantine = values.get("quarantine")
-    if quarantine is not None and any(_same(quarantine, d) for d in incoming):
-        problems.append("service.quarantine must not be one of the incoming directories")
+    places = {
+        "incoming": tuple(values.get("incoming", ())),
+        **{key: (values[key],) for key in ("outgoing", "quarantine", "state_dir") if key in values},
+    }
+    for key, other, why in _APART:
+        clash = [
+            (a, b) for a in places.get(key, ()) for b in places.get(other, ()) if _overlap(a, b)
+        ]
+        for a, b in clash:
+            problems.append(
+                f"service.{key} ({a}) and service.{other} ({b}) are the same directory or one "
+                f"holds the other, symbolic links resolved: {why}"
+            )
     if values.get("settle_timeout_s", 120.0) < values.get("settle_s", 2.0):
         problems.append("service.settle_timeout_s must be >= service.settle_s")
 
@@ -445,8 +460,11 @@ def _resolve(base: Path, value: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def _same(a: Path, b: Path) -> bool:
-    return os.path.abspath(a) == os.path.abspath(b)
+def _overlap(a: Path, b: Path) -> bool:
+    """Whether two directories are one or one lies inside the other once symbolic links (of
+    the parts that exist) are resolved."""
+    first, second = Path(a).resolve(), Path(b).resolve()
+    return first.is_relative_to(second) or second.is_relative_to(first)
 
 
 def _is_cuda_index(device: str) -> bool:

@@ -98,7 +98,9 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         "service.model: 'bidirectional' is not a causal baseline",
         "service.window must be an integer >= 1",
         "service.watch must be one of auto, inotify, polling",
-        "service.outgoing must not be one of the incoming directories",
+        f"service.outgoing ({tmp_path / 'in'}) and service.incoming ({tmp_path / 'in'}) are the "
+        "same directory or one holds the other, symbolic links resolved: outputs would "
+        "overwrite inputs and be read back as corrections",
         "metrics.address 'localhost' is not an IP address",
         "metrics.port must be an integer in 0..65535",
         "logging.level must be one of debug, info, warning, error",
@@ -106,6 +108,18 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     for line in expected:
         assert line in problems, (line, problems)
     assert len(problems) == len(expected)
+
+
+def test_layouts_are_compared_with_symbolic_links_resolved(tmp_path: Path) -> None:
+    """An outgoing directory that is a link to incoming, or lies inside it through a link."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "in")
+    for outgoing in ("alias", "alias/out"):
+        with pytest.raises(ConfigError) as err:
+            _parse(tmp_path, outgoing=outgoing)
+        (problem,) = err.value.problems
+        assert problem.startswith(f"service.outgoing ({tmp_path / outgoing}) and service.incoming")
+        assert "symbolic links resolved" in problem
 
 
 @pytest.mark.parametrize(
@@ -119,7 +133,10 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         ({"output_name": "{}-{name}"}, "service.output_name may use"),
         ({"output_name": "../{name}"}, "service.output_name must stay inside service.outgoing"),
         ({"output_name": "{name"}, "service.output_name: "),
-        ({"quarantine": "in"}, "service.quarantine must not be one of the incoming"),
+        ({"quarantine": "in"}, "service.quarantine ("),
+        ({"quarantine": "out/bad"}, "service.quarantine ("),
+        ({"state_dir": "out"}, "service.state_dir ("),
+        ({"incoming": ["out/in"]}, "service.outgoing ("),
         ({"settle_s": 5, "settle_timeout_s": 1}, "service.settle_timeout_s must be >= "),
         ({"settle_s": -1}, "service.settle_s must be a number >= 0"),
         ({"netcdf": "yes"}, "service.netcdf must be true or false"),
