@@ -224,6 +224,10 @@ class Ledger:
         self._clock = clock
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            # SQLite would take an empty file for a new ledger and every input would be done
+            # again under version 1: a truncated ledger is damage, not a fresh start.
+            raise LedgerError(f"{self.path}: the ledger file is empty (truncated?)")
         self._db = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
@@ -238,6 +242,9 @@ class Ledger:
             raise
 
     def _open(self) -> None:
+        check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise LedgerError(f"{self.path}: the ledger is damaged ({check})")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")

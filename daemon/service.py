@@ -49,7 +49,7 @@ from radinfill import code_version, permissions
 from radinfill.daemon import models, outputs, shadow
 from radinfill.daemon.config import ServiceConfig
 from radinfill.daemon.intake import Arrival, WorkQueue, settled, sniff_key
-from radinfill.daemon.ledger import Ledger
+from radinfill.daemon.ledger import Ledger, LedgerError
 from radinfill.daemon.pipeline import NotReadyError, Outcome, Pipeline, Result
 from radinfill.daemon.sdnotify import Notifier, watchdog_interval
 from radinfill.daemon.telemetry import Metrics, MetricsServer, configure_logging
@@ -77,7 +77,12 @@ def _lock(state_dir: Path) -> int:
         If another process holds it (naming its pid, written into the lock file).
     """
     path = state_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    except OSError as err:
+        raise StartupError(
+            f"{path}: {err.strerror}: the state directory must be writable by the service user"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -183,7 +188,13 @@ class Service:
         for path in outputs.remove_partial(config.outgoing):
             _log.info("removed_partial_output", path=str(path))
         self.server = self._serve_metrics()
-        self.ledger = Ledger(config.ledger_path, horizon=timedelta(seconds=config.horizon_s))
+        try:
+            self.ledger = Ledger(config.ledger_path, horizon=timedelta(seconds=config.horizon_s))
+        except LedgerError as err:
+            raise StartupError(
+                f"{err}; restore it from a backup, or move it aside to start a new one (the "
+                "inputs still in incoming are then processed again)"
+            ) from None
         self.notifier.status("loading model")
         self.slot = models.ModelSlot(self._load_model(config.model, startup=True))
         self._export_model(self.slot.current)

@@ -69,3 +69,30 @@ def test_a_sighup_during_start_up_does_not_end_the_process(tmp_path: Path) -> No
         serve.signal(signal.SIGHUP)  # a reload once it is ready
         wait_for(lambda: serve.event("model_reloaded"), 30, "the reload after READY")
         assert serve.stop() == 0
+
+
+def test_a_damaged_ledger_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    """Garbage, a torn page and an empty (truncated) ledger: exit 2 naming the file, before
+    any input is touched; never a traceback, never a silent fresh start."""
+    config = config_file(tmp_path)
+    with ServeProcess(config, tmp_path / "first.log") as first:
+        first.wait_ready()
+        assert first.stop() == 0
+    ledger = tmp_path / "state" / "ledger.sqlite"
+    intact = ledger.read_bytes()
+    assert len(intact) >= 8192  # header page and the tables
+    torn = bytearray(intact)
+    torn[4096:8192] = b"\xa5" * 4096  # the second page overwritten
+    for content, says in [
+        (b"this is not a database" * 100, "cannot open the ledger: file is not a database"),
+        (bytes(torn), "database disk image is malformed"),
+        (b"", "the ledger file is empty"),
+    ]:
+        ledger.write_bytes(content)
+        with ServeProcess(config, tmp_path / "damaged.log") as serve:
+            assert serve.wait(60) == EXIT_CONFIG
+        line = (tmp_path / "damaged.log").read_text().strip().splitlines()[-1]
+        assert line.startswith(f"radinfill serve: {ledger}: "), line
+        assert says in line
+        assert "move it aside" in line
+        assert ledger.read_bytes() == content  # left as it was found, for inspection
