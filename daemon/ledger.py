@@ -47,6 +47,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from radinfill.names import printable
+
 __all__ = ["Entry", "Ledger", "LedgerError", "Verdict"]
 
 #: Layout version of the database; a newer one on disk is refused (an older radinfill must not
@@ -345,6 +347,7 @@ class Ledger:
         nominal_text = _to_text(nominal)
         processed_at = self._clock()
         processed_text = _to_text(processed_at)
+        input_path, outputs = printable(input_path), [printable(p) for p in outputs]
 
         def insert() -> int:
             with self._transaction() as db:
@@ -430,6 +433,7 @@ class Ledger:
         ``outcome`` is free text such as ``done``, ``duplicate``, ``late`` or ``quarantined``.
         A rewritten file changes size or mtime, so it is not mistaken for the handled one.
         """
+        path = printable(path)
         noted_at = _to_text(self._clock())
 
         def upsert() -> None:
@@ -449,6 +453,7 @@ class Ledger:
 
         Lets the reconcile scan skip handled files with one ``stat`` instead of hashing them.
         """
+        path = printable(path)
         rows = self._query(
             "SELECT outcome FROM files WHERE path = ? AND size = ? AND mtime_ns = ?",
             (path, size, mtime_ns),
@@ -457,6 +462,7 @@ class Ledger:
 
     def quarantine(self, path: str, sha256: str, reason: str) -> None:
         """Remember that the file at ``path`` with content ``sha256`` was quarantined, and why."""
+        path = printable(path)
         noted_at = _to_text(self._clock())
 
         def upsert() -> None:

@@ -57,6 +57,7 @@ from radinfill.daemon.models import ModelSlot
 from radinfill.daemon.telemetry import Metrics
 from radinfill.daemon.window import Locate, Window
 from radinfill.model import baselines, features
+from radinfill.names import printable
 from radinfill.radolan import Field, RadolanError
 
 __all__ = ["NotReadyError", "Outcome", "Pipeline", "Result"]
@@ -390,7 +391,7 @@ class Pipeline:
         provenance |= {
             "infill_method": str(details["method"]),
             "infill_model_release": model.release,
-            "infill_input_file": str(path),
+            "infill_input_file": printable(path),
             "infill_input_sha256": sha256,
             "infill_output_version": str(version),
             "infill_hole_pixels": str(details["hole_pixels"]),
@@ -412,7 +413,11 @@ class Pipeline:
         return {
             "product": fld.product,
             "nominal_time": fld.time,
-            "input": {"path": str(arrival.path), "sha256": sha256, "seen": _utc(arrival.seen)},
+            "input": {
+                "path": printable(arrival.path),
+                "sha256": sha256,
+                "seen": _utc(arrival.seen),
+            },
             "version": version,
             "verdict": verdict.value,
             "model": {"release": model.release, "variant": model.variant, "sha256": model.sha256},

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 DEFAULT_MODE = 0o644
+#: Characters a temporary name keeps; others become ``_``.
+_PLAIN = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @contextlib.contextmanager
@@ -23,7 +26,10 @@ def replacing(path: str | os.PathLike[str], mode: int = DEFAULT_MODE) -> Iterato
     If the block raises, the temporary file is removed and ``path`` is left untouched.
     """
     target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.part-", dir=target.parent)
+    # The temporary name is plain ASCII whatever the target's, for libraries (netCDF/HDF5)
+    # that cannot open other names; the final rename takes any name.
+    prefix = f".{_PLAIN.sub('_', target.name)}.part-"
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

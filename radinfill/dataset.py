@@ -23,6 +23,7 @@ import numpy as np
 import xarray as xr
 
 from radinfill import code_version
+from radinfill.names import printable
 from radinfill.radolan import Field, read
 
 CONVENTIONS = "CF-1.10"
@@ -251,6 +252,6 @@ def _global_attrs(fields: Sequence[Field], constant: Mapping[str, object]) -> di
         attrs["attribution"] = DWD_ATTRIBUTION
     attrs["product"] = first.product
     attrs |= constant
-    files = ", ".join(dict.fromkeys(os.path.basename(f.source) for f in fields))
+    files = ", ".join(dict.fromkeys(printable(os.path.basename(f.source)) for f in fields))
     attrs["history"] = f"radinfill {code_version()}: decoded from {files}"
     return attrs

@@ -401,6 +401,34 @@ def test_a_product_from_the_future_or_under_another_products_name_is_not_publish
     assert set(check_outputs(config.outgoing)) == {good.path.name}
 
 
+@pytest.mark.timeout(120)
+def test_a_file_name_that_is_not_utf8_costs_nothing(stream: StreamManifest, tmp_path: Path) -> None:
+    """POSIX names are bytes: one that is not valid UTF-8 is processed like any other (outputs
+    under the same bytes, ledger, netCDF and sidecar intact), and a restart with it still in
+    incoming starts and does not redo it."""
+    config = make_config(tmp_path)
+    incoming = _incoming(tmp_path)
+    holed, other = _holed(stream)[0], _complete(stream)[0]
+    odd = os.fsdecode(os.fsencode(holed.path.name) + b"\xff\xfe")  # lone surrogates in str
+    with running(config) as service:
+        deliver(holed.path, incoming, name=odd)
+        deliver(other.path, incoming)
+        wait_for(lambda: handled(service) >= 2, SLOW, "both files")
+        assert outcomes(service) == {"processed": 1.0, "passthrough": 1.0}
+    sidecars = check_outputs(config.outgoing)
+    assert set(sidecars) == {odd, other.path.name}
+    record = sidecars[odd]
+    assert record["input"]["path"].endswith(holed.path.name + "\\xff\\xfe")  # readable text
+    readable = tmp_path / "odd.nc"  # netCDF4 itself opens UTF-8 names only
+    readable.symlink_to(config.outgoing / f"{odd}.nc")
+    with xr.open_dataset(readable) as ds:
+        assert ds["infill_mask"].values.sum() == holed.hole_pixels
+    with running(config) as again:
+        time.sleep(1.5)  # startup scan and a reconcile scan
+        assert handled(again) == 0  # nothing redone, nothing failed
+        assert count(again, "radinfill_products_total", product="", outcome="failed") == 0
+
+
 # -- outputs -----------------------------------------------------------------------------------
 
 
