@@ -134,7 +134,8 @@ class Entry:
     nominal
         Nominal time of the product, UTC-aware.
     sha256
-        Hex sha256 of the input file's bytes.
+        Hex sha256 of the product as encoded (decompressed): the key of the content, the same
+        for a gzipped copy of the same product.
     version
         1 for the first processed content of the key, +1 per correction.
     input_path

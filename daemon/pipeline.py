@@ -38,7 +38,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,7 +198,6 @@ class Pipeline:
             return self._quarantine(path, None, "oversized", str(err))
         except NotRegularFileError as err:  # a link or FIFO: never followed, never read
             return self._quarantine(path, None, "unsupported", str(err))
-        sha256 = hashlib.sha256(data).hexdigest()
         try:
             fields = radolan.loads(data, str(path))
         except RadolanError as err:
@@ -211,6 +210,9 @@ class Pipeline:
         if problem is not None:
             return self._quarantine(path, data, *problem)
         (fld,) = fields
+        # The key of the content is the product, not the file: the same product gzipped or
+        # under another name is a duplicate, never a second output for one time step.
+        sha256 = hashlib.sha256(radolan.encode(fld)).hexdigest()
         self.catalog[(fld.product, fld.time)] = path
         verdict = self.ledger.classify(fld.product, fld.time, sha256)
         if verdict in (Verdict.DUPLICATE, Verdict.LATE):
@@ -274,6 +276,8 @@ class Pipeline:
             hole_pixels=report.pixels,
         )
         self.ledger.note_file(str(path), stat.st_size, stat.st_mtime_ns, "done")
+        if current is not None:
+            _remove_superseded(current.outputs, written)
         self._after_write(targets, written, fld.time)
         timings = {"read": read_s, "holes": holes_s, "infill": infill_s, "write": write_s}
         outcome = Outcome.PROCESSED if values is not None else Outcome.PASSTHROUGH
@@ -453,6 +457,19 @@ class Pipeline:
                 for part in self.config.post_write_hook
             ]
             _run_hook(argv)
+
+
+def _remove_superseded(previous: Sequence[str], written: Sequence[Path]) -> None:
+    """Remove the outputs of the previous version that the new one did not replace (a
+    correction delivered under another name): one output set per time step downstream. The
+    sidecar goes first, so no sidecar ever lists a removed file."""
+    kept = {printable(p) for p in written}
+    stale = [Path(p) for p in previous if p not in kept]
+    for path in sorted(stale, key=lambda p: p.suffix != ".json"):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            _log.warning("superseded_output_not_removed", path=str(path), error=str(err))
 
 
 def _linked_time(link: Path) -> datetime:

@@ -10,6 +10,7 @@ truth, not from the service.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -241,6 +242,37 @@ def test_duplicates_skipped_out_of_order_processed_correction_is_version_2(
         "new",
     )
     output = radolan.read_one(config.outgoing / newer.path.name)
+    observed = np.isfinite(corrected.values)
+    np.testing.assert_allclose(output.values[observed], corrected.values[observed], atol=0.006)
+
+
+@pytest.mark.timeout(120)
+def test_one_time_step_has_one_output_set_whatever_the_names(
+    stream: StreamManifest, tmp_path: Path
+) -> None:
+    """The same product gzipped under another name is a duplicate (not version 2); a correction
+    under another name replaces the earlier output set instead of adding a second one."""
+    config = make_config(tmp_path)
+    incoming = _incoming(tmp_path)
+    step = stream.steps[9]
+    with running(config) as service:
+        assert service.ledger is not None
+        deliver(step.path, incoming)
+        wait_for(lambda: handled(service) >= 1, SLOW, "the plain file")
+        zipped = incoming / f"{step.path.name}.gz"
+        zipped.write_bytes(gzip.compress(step.path.read_bytes()))
+        wait_for(lambda: handled(service) >= 2, SLOW, "the gzipped copy")
+        assert outcomes(service) == {"processed": 1.0, "duplicate": 1.0}
+        assert set(check_outputs(config.outgoing)) == {step.path.name}
+
+        renamed = incoming / f"{step.path.name}-corrected"
+        corrected = _corrected(step, renamed)
+        wait_for(lambda: handled(service) >= 3, SLOW, "the correction under another name")
+        assert [e.version for e in service.ledger.history("RY", step.time)] == [1, 2]
+    sidecars = check_outputs(config.outgoing)
+    assert set(sidecars) == {renamed.name}  # the version 1 set is gone
+    assert sidecars[renamed.name]["version"] == 2
+    output = radolan.read_one(config.outgoing / renamed.name)
     observed = np.isfinite(corrected.values)
     np.testing.assert_allclose(output.values[observed], corrected.values[observed], atol=0.006)
 
