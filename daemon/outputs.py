@@ -4,8 +4,10 @@ and the quarantine of inputs it cannot use.
 Every file is written temp -> fsync -> rename in its target directory, so a reader (a downstream
 watcher on the output tree) only ever sees complete files, each appearing as one rename. The
 order is RADOLAN, netCDF, sidecar: the sidecar, listing the other files with their checksums,
-appears last, so its presence means the set is complete. A re-run of the same input (after a
-crash between writing and recording) rewrites the same files with the same content.
+appears last, so its presence means the set is complete; a set being replaced (a correction)
+loses its sidecar first, and a failed netCDF write removes the previous version's netCDF, so no
+sidecar ever vouches for a mix of versions. A re-run of the same input (after a crash between
+writing and recording) rewrites the same files with the same content.
 
 Writes are retried (tenacity, bounded, never past a shutdown) on transient OS errors only:
 a full disk or a permission error is not transient and fails the product at once.
@@ -186,6 +188,9 @@ class Writer:
             The sidecar's content (JSON values); the output checksums are added.
         """
         permissions.make_dirs(paths.radolan.parent)  # a dated output_name
+        # A set being replaced (a correction) loses its claim first: until the new sidecar is
+        # in place no sidecar vouches for files that may be half old, half new.
+        paths.sidecar.unlink(missing_ok=True)
         data = (
             source
             if values is None
@@ -196,15 +201,20 @@ class Writer:
         if self.netcdf:
             output = radolan.loads(data, str(paths.radolan))[0]  # what downstream reads
             dataset = to_dataset([output])
-            self._io(
-                "write_netcdf",
-                netcdf.write,
-                dataset,
-                paths.netcdf,
-                infill_mask=hole,
-                provenance=provenance,
-                mode=self.mode,
-            )
+            try:
+                self._io(
+                    "write_netcdf",
+                    netcdf.write,
+                    dataset,
+                    paths.netcdf,
+                    infill_mask=hole,
+                    provenance=provenance,
+                    mode=self.mode,
+                )
+            except OSError:  # (netcdf.write reports every failure as one)
+                # The previous version's netCDF must not stand beside the new RADOLAN file.
+                paths.netcdf.unlink(missing_ok=True)
+                raise
             written.append(paths.netcdf)
         if self.sidecar:
             sums = {p.name: _sha256(p) for p in written}

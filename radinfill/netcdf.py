@@ -75,7 +75,12 @@ def write(
     if provenance:
         out.attrs |= _checked_provenance(provenance, path)
     with atomic.replacing(path, mode) as tmp:
-        out.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding(out))
+        try:
+            out.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding(out))
+        except RuntimeError as err:
+            # netCDF-C reports a full disk as "NetCDF: HDF error": an I/O failure like any
+            # other to the writer, which then withdraws the set's claim (daemon.outputs).
+            raise OSError(f"{path}: netCDF write failed: {err}") from err
 
 
 def encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:

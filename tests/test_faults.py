@@ -93,3 +93,22 @@ def test_a_persistent_transient_fault_gives_up_after_bounded_retries(product, tm
     assert retries == ["write_sidecar"] * 4  # 5 attempts in all
     assert not (tmp_path / f"{product.name}.json").exists()
     assert not list(tmp_path.glob(".*"))
+
+
+def test_a_correction_that_fails_on_a_full_disk_leaves_no_contradicting_set(product, tmp_path):
+    """Version 1 is complete; its correction's netCDF write hits a full disk. The new RADOLAN
+    file is in place, so the old netCDF and the old sidecar (whose checksum would contradict it)
+    must be gone: the set is incomplete and says so by having no sidecar."""
+    write(product, tmp_path, None, [])
+    old = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert len(old) == 3
+    corrected = tmp_path.parent / f"{tmp_path.name}-input" / product.name
+    corrected.parent.mkdir()
+    fld = radolan.read_one(product)
+    wetter = np.where(np.isfinite(fld.values), fld.values + 1.0, np.nan).astype(np.float32)
+    radolan.write(fld.replace(values=wetter), corrected)
+    injected = Faults({"write_netcdf": (errno.ENOSPC, 1.0)})
+    with pytest.raises(OSError, match="injected fault in write_netcdf"):
+        write(corrected, tmp_path, injected, [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [product.name]
+    assert (tmp_path / product.name).read_bytes() != old[product.name]  # the correction
