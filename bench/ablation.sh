@@ -24,6 +24,7 @@ for variant in baseline lstm attention lstm_attention; do
     "$radinfill" train --config deploy/train-default.toml --variant "$variant" \
         --checkpoint-dir "$dir" --epochs "$epochs" --set "data.samples_per_epoch=$samples" \
         2>&1 | tee "$log" | grep -v '^step '
+    # The snapshot selected on validation among the safe ones, else the last one.
     best=$(sed -n 's/^best on validation: \(.*\) (hole RMSE.*/\1/p' "$log")
     checkpoints+=(--checkpoint "${best:-$dir/$(cat "$dir/latest")}")
 done

@@ -253,6 +253,30 @@ class InfillEngine:
         """
         return self.infill_batch([(frames, hole)])[0]
 
+    def predict(self, frames: np.ndarray, hole: np.ndarray) -> np.ndarray:
+        """The network's own prediction for ``hole`` (no envelope, no fallback): what a release
+        check compares, since it identifies the weights even where :meth:`infill` would hand
+        back the prior.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(rows, cols)`` in the product unit: the prediction inside ``hole``, the
+            current frame elsewhere.
+
+        Raises
+        ------
+        RuntimeError, MemoryError
+            When the forward pass fails on the device and on the CPU.
+        """
+        frames, hole, _ = baselines.check_inputs(frames, hole, None)
+        inputs = features.prepare(
+            frames, hole, window=self.window, interval_minutes=self.interval_minutes
+        )
+        rate = self._forward(self.model, self.device, [inputs])[0]
+        scale = np.float32(self.interval_minutes / 60.0)
+        return np.where(hole, rate * scale, frames[-1]).astype(np.float32)
+
     def infill_batch(self, items: Sequence[Item], *, batch_size: int = 8) -> list[np.ndarray]:
         """Fill several fields of one grid, ``batch_size`` of them per forward pass (backfill).
 

@@ -25,9 +25,11 @@ owner can have changed the registry, the release or its files (:func:`check_perm
 checks the files against ``SHA256SUMS`` (:func:`verify`), loads the engine from that directory
 and runs the golden input through it (:func:`golden_check`) before it swaps models. The
 golden input is a small synthetic sequence (:data:`GOLDEN_SHAPE`, so the check costs
-milliseconds) with a wet disc outage; the expected output is what the model produced on the CPU
-when it was published. Releases are never unpickled: weights are safetensors, metadata JSON,
-and ``golden.npz`` is read with ``allow_pickle=False``.
+milliseconds) with a wet disc outage; the expected output is the network's own prediction
+(before the engine's safety envelope) on the CPU when it was published, and the output the
+service would publish is compared with the synthetic truth. Releases are never unpickled:
+weights are safetensors, metadata JSON, and ``golden.npz`` is read with
+``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -344,14 +346,15 @@ def golden_input(window: int, interval_minutes: int) -> tuple[np.ndarray, np.nda
 
 
 def write_golden(engine: InfillEngine, path: str | os.PathLike[str]) -> Path:
-    """Store the golden input (:func:`golden_input`) and ``engine``'s output for it as ``.npz``.
+    """Store the golden input (:func:`golden_input`) and ``engine``'s own prediction for it
+    (:meth:`~radinfill.model.engine.InfillEngine.predict`) as ``.npz``.
 
     Arrays: ``frames`` float32 (T, rows, cols) mm per interval with NaN in the outage,
     ``hole`` bool (rows, cols), ``expected`` float32 (rows, cols). Written atomically and
     read-only; readable with ``numpy.load(path, allow_pickle=False)``.
     """
     frames, hole = golden_input(engine.window, engine.interval_minutes)
-    expected = engine.infill(frames, hole)
+    expected = engine.predict(frames, hole)
     target = Path(path)
     with atomic.replacing(target, _READ_ONLY_FILE) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, frames=frames, hole=hole, expected=expected)
@@ -365,7 +368,8 @@ def golden_check(
     atol: float = GOLDEN_ATOL,
     rtol: float = GOLDEN_RTOL,
 ) -> float:
-    """Run the release's golden input through ``engine`` and compare with the stored output.
+    """Run the release's golden input through ``engine``: its prediction must be the stored
+    one, and what it would publish must be no worse than its prior against the truth.
 
     Parameters
     ----------
@@ -387,17 +391,17 @@ def golden_check(
     ------
     RegistryError
         If ``golden.npz`` is missing or malformed or not the synthetic golden input, the
-        engine fell back to a baseline, the hole holds NaN, infinite or negative values,
+        network fails on it, the hole holds NaN, infinite or negative values,
         pixels outside the hole changed, the output differs from the expected one beyond the
         tolerance, or it is further from the synthetic truth than
         :data:`GOLDEN_PRIOR_FACTOR` times the classical prior.
     """
     file = Path(release) / GOLDEN
     frames, hole, expected = _read_golden(file)
-    fallbacks = sum(engine.fallbacks.values())
-    output = engine.infill(frames, hole)
-    if sum(engine.fallbacks.values()) != fallbacks:
-        raise RegistryError(f"{file}: the model failed on the golden input (baseline used)")
+    try:
+        output = engine.predict(frames, hole)
+    except (RuntimeError, MemoryError) as err:
+        raise RegistryError(f"{file}: the model failed on the golden input: {err}") from None
     filled, wanted = output[hole], expected[hole]
     if not np.isfinite(filled).all():
         raise RegistryError(f"{file}: golden output has NaN or infinite values in the hole")
@@ -413,7 +417,8 @@ def golden_check(
             f"{difference.max():.3g} mm (at {wanted[worst]:.3g} mm expected; atol {atol:g}, "
             f"rtol {rtol:g}): another model, or a broken device"
         )
-    _check_against_truth(file, frames, hole, filled, engine.interval_minutes)
+    served = engine.infill(frames, hole)[hole]
+    _check_against_truth(file, frames, hole, served, engine.interval_minutes)
     return float(difference.max(initial=0.0))
 
 

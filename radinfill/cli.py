@@ -282,8 +282,13 @@ def _train(args: argparse.Namespace) -> int:
     last = job.run(settings)
     print(f"last snapshot: {last}")
     best = job.best_snapshot(last.parent)
-    if best is not None:
-        print(f"best on validation: {best[0]} (hole RMSE {best[1]:.4f} x advection_boundary)")
+    if best is None:
+        print("best on validation: none (no validation scores, or no snapshot is safe)")
+    else:
+        print(
+            f"best on validation: {best[0]} (hole RMSE {best[1]:.4f} x advection_boundary; "
+            "passes the safety cases)"
+        )
     return 0
 
 
@@ -434,7 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="run the infill service on a generated stream and print a summary",
-        description="Start the service on a temporary tree with the shipped model, feed it a "
+        description="Start the service on a temporary tree with the default infill "
+        "(baseline:advection_boundary, the measured best), feed it a "
         "synthetic RY stream with radar outages (plus the real YW sample sequence when the "
         "sample data is present), and print products, holes, latency percentiles and scores "
         "against the synthetic truth.",
@@ -443,7 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=18, help="synthetic products (default 18)")
     demo.add_argument("--grid", default="900x900", help="synthetic grid ROWSxCOLS")
     demo.add_argument(
-        "--model", help="model release/checkpoint or baseline:NAME (default: shipped)"
+        "--model",
+        help="model release/checkpoint or baseline:NAME (default: baseline:advection_boundary; "
+        "assets/model runs the shipped network)",
     )
     demo.add_argument(
         "--data", help="sample data root (default: ../shared/data/radolan when present)"

@@ -6,7 +6,8 @@ The demo does what an operator's first day looks like, in one temporary tree:
    when the real sample data is present (``../shared/data/radolan``), takes the real YW sequence
    of 2017-08-16 too (Quelle: Deutscher Wetterdienst);
 2. writes a service configuration and starts the real service on it (the watchdog observer,
-   the ledger, the shipped model in ``assets/model``, the metrics endpoint);
+   the ledger, the default infill ``baseline:advection_boundary`` or the model given, the
+   metrics endpoint);
 3. delivers the products into the incoming directory one by one, the way an upstream feed does
    (written to a temporary name, then renamed);
 4. waits until every product has its outputs, scrapes the metrics endpoint over HTTP, stops the

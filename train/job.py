@@ -141,20 +141,28 @@ def run(settings: TrainSettings) -> Path:
 
 
 def best_snapshot(checkpoint_dir: Path) -> tuple[Path, float] | None:
-    """The kept snapshot with the lowest ``val_rmse_ratio`` and that ratio (None when no
-    snapshot carries validation scores): checkpoints are selected on held-out frames against
-    the classical prior, never on training loss."""
+    """The kept snapshot with the lowest ``val_rmse_ratio`` among those that pass the safety
+    cases (:func:`radinfill.train.evaluate.safety_check`), and that ratio; None when no
+    snapshot carries validation scores or none is safe.
+
+    Checkpoints are selected on held-out frames against the classical prior, never on training
+    loss, and a snapshot that invents rain on the safety cases is never selected however well
+    it validates (the promotion gate would refuse it anyway).
+    """
     from radinfill.model.checkpoint import read_metadata
+    from radinfill.model.engine import InfillEngine
+    from radinfill.train import evaluate
 
     scored = []
     for snapshot in sorted(Path(checkpoint_dir).glob("step-*")):
         ratio = read_metadata(snapshot).get("scores", {}).get("val_rmse_ratio")
         if ratio is not None and np.isfinite(ratio):
             scored.append((float(ratio), snapshot))
-    if not scored:
-        return None
-    ratio, snapshot = min(scored)
-    return snapshot, ratio
+    for ratio, snapshot in sorted(scored):
+        engine = InfillEngine.from_checkpoint(snapshot, "cpu", fallback=None)
+        if not evaluate.safety_check(engine.infill):
+            return snapshot, ratio
+    return None
 
 
 def report(snapshot: Path, *, log_path: Path, metrics: MetricsConfig | None) -> None:
