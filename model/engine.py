@@ -267,7 +267,7 @@ class InfillEngine:
         Raises
         ------
         RuntimeError, MemoryError
-            When the forward pass fails on the device and on the CPU.
+            When the forward pass fails on the engine's device.
         """
         frames, hole, _ = baselines.check_inputs(frames, hole, None)
         inputs = features.prepare(
@@ -320,7 +320,7 @@ class InfillEngine:
         to_rate = np.float32(60.0 / self.interval_minutes)
         filled = []
         for rate, item, (frames, hole) in zip(rates, inputs, items, strict=True):
-            cap = envelope.evidence_cap(frames * to_rate)
+            cap = envelope.evidence_cap(frames * to_rate, hole)
             bounded, departed = envelope.bound(rate, item.aux[features.AUX_ADVECTED], hole, cap)
             if departed:
                 self._count_envelope()

@@ -51,7 +51,11 @@ MAX_MEAN_BIAS = 0.05
 
 
 def evidence_cap(
-    frames: np.ndarray, *, radius: int = EVIDENCE_RADIUS, margin: float = EVIDENCE_MARGIN
+    frames: np.ndarray,
+    hole: np.ndarray,
+    *,
+    radius: int = EVIDENCE_RADIUS,
+    margin: float = EVIDENCE_MARGIN,
 ) -> np.ndarray:
     """The largest rate each pixel may take: ``margin`` times the local maximum of the window.
 
@@ -59,7 +63,10 @@ def evidence_cap(
     ----------
     frames : numpy.ndarray
         ``(T, rows, cols)`` rates of the window (any unit; the cap is in the same unit), NaN =
-        no-data (holes, outside coverage), the current frame included.
+        no-data (holes, outside coverage), the current frame last.
+    hole : numpy.ndarray
+        bool ``(rows, cols)``: the current frame's pixels being infilled, never read (the call
+        contract of the methods: the truth may be there in evaluation and training).
     radius : int
         Half-width in pixels of the square neighbourhood.
     margin : float
@@ -71,11 +78,15 @@ def evidence_cap(
         float32 ``(rows, cols)``; 0 where the neighbourhood holds no valid rain in any frame.
     """
     frames = np.asarray(frames, dtype=np.float32)
-    if frames.ndim != 3:
-        raise ValueError(f"frames must be (T, rows, cols), got shape {frames.shape}")
+    if frames.ndim != 3 or hole.shape != frames.shape[1:]:
+        raise ValueError(
+            f"need frames (T, rows, cols) and a hole (rows, cols), got {frames.shape}, {hole.shape}"
+        )
     if radius < 0 or margin < 1:
         raise ValueError(f"need radius >= 0 and margin >= 1, got {radius}, {margin}")
-    peak = np.max(np.where(np.isfinite(frames), frames, 0.0), axis=0, initial=0.0)
+    seen = np.isfinite(frames)
+    seen[-1] &= ~hole
+    peak = np.max(np.where(seen, frames, 0.0), axis=0, initial=0.0)
     local = ndimage.maximum_filter(peak, size=2 * radius + 1, mode="constant", cval=0.0)
     return (np.float32(margin) * local).astype(np.float32)
 

@@ -113,11 +113,15 @@ def test_evidence_cap_is_the_local_maximum_times_the_margin() -> None:
     frames[0, 10, 10] = 40.0  # an old peak in the corner
     frames[2, 90, 90] = 8.0  # a current one in the opposite corner
     frames[1, 50, 50] = np.nan
-    cap = envelope.evidence_cap(frames, radius=20)
+    hole = np.zeros((100, 100), dtype=bool)
+    hole[45:55, 45:55] = True
+    frames[2, 50, 50] = 500.0  # the truth inside the current hole: never read
+    cap = envelope.evidence_cap(frames, hole, radius=20)
     assert cap[10, 10] == pytest.approx(50.0)
     assert cap[30, 30] == pytest.approx(50.0)  # 20 px away in each direction: inside
     assert cap[31, 31] == 0.0  # beyond the square of every peak: dry evidence, no rain
     assert cap[90, 90] == pytest.approx(10.0)
+    assert cap[50, 50] == 0.0  # the 500 in the hole counts for nothing
 
 
 def test_bound_limits_each_pixel_and_falls_back_on_departure() -> None:

@@ -271,15 +271,16 @@ def test_evaluate_checkpoints_with_markdown_and_html_reports(tmp_path: Path) -> 
     tables = _markdown_tables((out / "scores.md").read_text())
     assert list(tables) == [*(f"{c} (3 outage steps)" for c in per_case), "mean over 2 cases"]
     columns = ["RMSE (mm/h)", "AME (mm/h)", "temporal corr", "spatial corr", "CSI 1 mm/h"]
-    names = ["rmse", "ame", "temporal_corr", "spatial_corr", "csi_1"]  # the seed's four first
+    columns += ["CSI 5 mm/h"]
+    names = ["rmse", "ame", "temporal_corr", "spatial_corr", "csi_1", "csi_5"]  # seed's four first
     for (_title, rows), case in zip(tables.items(), [*per_case, None], strict=True):
         header, *body = rows
-        assert header[:6] == ["method", *columns]
-        assert header[6:] == ["FSS", "blur ratio", "s/field"]
+        assert header[:7] == ["method", *columns]
+        assert header[7:] == ["FSS", "blur ratio", "s/field"]
         assert [row[0] for row in body] == methods
         if case is not None:  # the Markdown shows the JSON's numbers
             for row in body:
-                for cell, name in zip(row[1:6], names, strict=True):
+                for cell, name in zip(row[1:7], names, strict=True):
                     value = float("nan") if cell == "n/a" else float(cell)
                     wanted = per_case[case][row[0]][name]
                     assert value == pytest.approx(wanted, abs=6e-5, nan_ok=True)

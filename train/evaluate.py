@@ -645,6 +645,7 @@ REPORT_COLUMNS: Mapping[str, str] = MappingProxyType(
         "temporal_corr": "temporal corr",
         "spatial_corr": "spatial corr",
         "csi_1": "CSI 1 mm/h",
+        "csi_5": "CSI 5 mm/h",
         "fss": "FSS",
         "blur_ratio": "blur ratio",
         "seconds_per_field": "s/field",
