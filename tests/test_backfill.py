@@ -168,11 +168,15 @@ def test_backfill_writes_what_the_service_writes(archive, tmp_path):
     assert len(filled) == STEPS
     assert served.keys() == filled.keys()
     assert served == filled
-    checked = check_outputs(
-        out, backfill.STATE_DIR
-    )  # decodable, holes filled, valid pixels untouched
+    checked = check_outputs(out, backfill.STATE_DIR)  # complete, consistent sets
     assert len(checked) == STEPS
     assert sum(c["hole_pixels"] for c in checked.values()) > 0
+    for path in inputs(archive):
+        given, written = radolan.read_one(path), radolan.read_one(out / path.name)
+        hole = holes.detect(given).failure
+        valid = np.isfinite(given.values)
+        assert np.array_equal(written.values[valid], given.values[valid])  # untouched
+        assert np.isfinite(written.values[hole]).all()  # filled
 
 
 def test_by_default_an_archive_is_filled_with_the_frames_after_each_outage(archive, tmp_path):

@@ -102,7 +102,11 @@ def test_demo_runs_the_service_on_a_generated_stream(samples: Path, tmp_path: Pa
     assert len(list(outgoing.glob("*.json"))) == delivered
     assert len(list(outgoing.glob("*.nc"))) == delivered
     assert "end-to-end latency" in done.stdout
-    assert "rmse" in done.stdout
+    line = done.stdout.split("scores over the synthetic outages (mm/h, hole pixels only):")[1]
+    found = dict(zip(*[iter(line.split("\n")[1].split())] * 2, strict=True))
+    assert set(found) == {"rmse", "mae", "csi_1", "fss", "blur_ratio"}
+    assert 0.0 < float(found["rmse"]) < 3.0  # an infill, neither the truth nor garbage
+    assert 0.0 < float(found["fss"]) <= 1.0
     metrics = (out / "metrics.prom").read_text()
     assert 'radinfill_products_total{outcome="processed",product="YW"}' in metrics
     assert list((out / "quicklooks").glob("*.png"))
