@@ -49,7 +49,7 @@ from tenacity import (
 
 from radinfill.names import printable
 
-__all__ = ["Entry", "Ledger", "LedgerError", "Verdict"]
+__all__ = ["Entry", "Ledger", "LedgerError", "Verdict", "is_damage"]
 
 #: Layout version of the database; a newer one on disk is refused (an older radinfill must not
 #: write into a ledger whose meaning it does not know).
@@ -188,6 +188,12 @@ def _entry(row: sqlite3.Row) -> Entry:
         hole_pixels=row["hole_pixels"],
         processed_at=_from_text(row["processed_at"]),
     )
+
+
+def is_damage(error: BaseException) -> bool:
+    """Whether an error from the ledger means its file is damaged (not a lock, a full disk or
+    a constraint): only a restart, which checks the file, can decide what to do then."""
+    return type(error) is sqlite3.DatabaseError
 
 
 def _is_locked(error: BaseException) -> bool:

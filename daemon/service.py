@@ -49,7 +49,7 @@ from radinfill import code_version, permissions
 from radinfill.daemon import models, outputs, shadow
 from radinfill.daemon.config import ServiceConfig
 from radinfill.daemon.intake import Arrival, WorkQueue, settled, sniff_key
-from radinfill.daemon.ledger import Ledger, LedgerError
+from radinfill.daemon.ledger import Ledger, LedgerError, is_damage
 from radinfill.daemon.pipeline import NotReadyError, Outcome, Pipeline, Result
 from radinfill.daemon.sdnotify import Notifier, watchdog_interval
 from radinfill.daemon.telemetry import Metrics, MetricsServer, configure_logging
@@ -159,11 +159,14 @@ class Service:
         self._worker: threading.Thread | None = None
         self._configure_logs = configure_logs
         self._lock_fd: int | None = None
+        #: What :meth:`run` returns: 0, or 1 after a failure only a restart can handle.
+        self.exit_status = 0
 
     # -- life cycle --------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Start, serve until SIGTERM/SIGINT (or :meth:`stop`), shut down; returns 0."""
+        """Start, serve until SIGTERM/SIGINT (or :meth:`stop`), shut down; returns
+        :attr:`exit_status` (0, or 1 when the service stopped itself on a damaged ledger)."""
         previous = self._install_signals()
         try:
             self.start()
@@ -172,7 +175,7 @@ class Service:
             self.shutdown()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        return 0
+        return self.exit_status
 
     def start(self) -> None:
         """Everything up to READY=1 (see the module docstring)."""
@@ -461,6 +464,14 @@ class Service:
             return
         except Exception as err:
             self.queue.done(arrival)
+            if is_damage(err):
+                # Every later product would fail the same way while the watchdog is fed:
+                # stop with status 1 instead, so systemd restarts and the start-up check says
+                # what is wrong with the ledger in one line.
+                _log.error("ledger_damaged", path=str(self.config.ledger_path), error=str(err))
+                self.exit_status = 1
+                self.stop_event.set()
+                return
             failures = self._failures.get(arrival.path, (0, 0.0))[0] + 1
             backoff = min(FAILURE_BACKOFF_S * 2 ** (failures - 1), MAX_FAILURE_BACKOFF_S)
             self._failures[arrival.path] = (failures, time.monotonic() + backoff)

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -911,3 +912,23 @@ def test_sighup_swaps_in_a_good_release_and_keeps_the_model_on_a_bad_one(
     assert "sha256" in failures[0]["error"]
     assert "golden" in failures[1]["error"]
     check_outputs(outgoing)
+
+
+@pytest.mark.timeout(120)
+def test_a_ledger_damaged_while_running_stops_the_service_for_a_restart(
+    stream: StreamManifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: every product failed forever while the watchdog kept pinging. Now the service
+    stops with status 1, so systemd restarts it and the start-up check names the damage."""
+    config = make_config(tmp_path)
+    with running(config) as service:
+        assert service.ledger is not None
+
+        def malformed(*args: object) -> None:
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+        monkeypatch.setattr(service.ledger, "classify", malformed)
+        deliver(stream.steps[0].path, _incoming(tmp_path))
+        wait_for(service.stop_event.is_set, SLOW, "the service to stop itself")
+        assert service.exit_status == 1
+    assert not list(config.outgoing.glob("raa01-*"))
