@@ -281,9 +281,11 @@ def _train(args: argparse.Namespace) -> int:
         return supervise.supervise([*child, "--max-restarts", "0"], args.max_restarts)
     last = job.run(settings)
     print(f"last snapshot: {last}")
+    if not settings.data.validation_fraction:
+        return 0
     best = job.best_snapshot(last.parent)
     if best is None:
-        print("best on validation: none (no validation scores, or no snapshot is safe)")
+        print("best on validation: none (no snapshot passes the safety cases)")
     else:
         print(
             f"best on validation: {best[0]} (hole RMSE {best[1]:.4f} x advection_boundary; "

@@ -392,7 +392,7 @@ def test_crash_after_writing_keeps_the_previous_file(tmp_path, rw, monkeypatch):
         raise RuntimeError("simulated crash before the rename")
 
     monkeypatch.setattr(xr.Dataset, "to_netcdf", write_then_crash)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(OSError, match="netCDF write failed: simulated crash"):
         netcdf.write(rw, out)
     assert out.read_bytes() == b"previous version"
     assert list(tmp_path.iterdir()) == [out]

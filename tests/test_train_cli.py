@@ -101,6 +101,30 @@ def wait_for(condition, what: str, timeout: float = 90.0) -> None:
 # --- a real run ---------------------------------------------------------------------------------
 
 
+def test_train_scores_snapshots_on_held_back_real_frames_and_names_the_best_safe_one(
+    tmp_path: Path, samples: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``validation_fraction`` the last frames of each real event are kept out; every
+    snapshot carries its scores against the classical prior, and the run ends by naming the
+    best snapshot that passes the safety cases (an untrained head: exactly the prior)."""
+    fmi = samples.parent / "fmi"
+    text = TINY.format(epochs=1, samples=4, checkpoint_every=1, log_every=1)
+    text = text.replace("rates = []", f'rates = ["{fmi}"]\nvalidation_fraction = 0.3')
+    text = text.replace("batch_size = 2", "batch_size = 2\nlr = 0.0")
+    (tmp_path / "val.toml").write_text(text)
+    assert main(["train", "--config", str(tmp_path / "val.toml")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    snapshots = sorted((tmp_path / "run").glob("step-*"))
+    assert len(snapshots) == 2
+    for snapshot in snapshots:
+        scores = json.loads((snapshot / "metadata.json").read_text())["scores"]
+        assert scores["val_rmse"] == pytest.approx(scores["val_prior_rmse"])  # lr 0: the prior
+        assert scores["val_rmse_ratio"] == pytest.approx(1.0)
+        assert scores["val_prior_rmse"] > 0.1  # it rains in the validation holes
+    assert out[-1].startswith(f"best on validation: {tmp_path / 'run' / 'step-0000000'}")
+    assert out[-1].endswith("x advection_boundary; passes the safety cases)")
+
+
 def test_train_end_to_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
