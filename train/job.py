@@ -22,7 +22,7 @@ from radinfill.train.config import DataConfig, MetricsConfig, TrainSettings
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CURVES", "best_snapshot", "dataset", "report", "run", "validation_scores"]
+__all__ = ["CURVES", "best_snapshot", "datasets", "report", "run", "validation_scores"]
 
 #: File name of the loss curves, next to the training log.
 CURVES = "loss.png"
@@ -31,22 +31,22 @@ VALIDATION_SAMPLES = 96
 VALIDATION_BATCH = 8
 
 
-def dataset(config: DataConfig, *, seed: int) -> data.WindowDataset:
-    """The training samples of ``config``: every configured source minus the held-out events
-    and the validation part of each real event, with holes from real masks mined from the
-    archives plus synthetic radar outages.
+def datasets(
+    config: DataConfig, *, seed: int
+) -> tuple[data.WindowDataset, data.WindowDataset | None]:
+    """The training samples of ``config`` and the validation samples (None without any).
+
+    Training: every configured source minus the held-out events and the validation part of
+    each real event, with holes from real masks mined from the archives plus synthetic radar
+    outages. Validation: :data:`VALIDATION_SAMPLES` samples from the last
+    ``validation_fraction`` of each real event, drawn like training samples but without
+    intensity scaling.
 
     Raises
     ------
     ValueError
         If no usable source or no hole pattern is left.
     """
-    return _datasets(config, seed=seed)[0]
-
-
-def _datasets(
-    config: DataConfig, *, seed: int
-) -> tuple[data.WindowDataset, data.WindowDataset | None]:
     sources: list[data.SequenceSource] = []
     for root in config.radolan:
         sources += data.radolan_sequences(root, min_length=config.window)
@@ -130,7 +130,7 @@ def run(settings: TrainSettings) -> Path:
     from radinfill.train.loop import train
 
     config = settings.train_config()
-    train_set, check = _datasets(settings.data, seed=config.seed)
+    train_set, check = datasets(settings.data, seed=config.seed)
     return train(
         config,
         train_set,

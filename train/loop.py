@@ -92,6 +92,7 @@ _TRAJECTORY_FIELDS = (
     "seed",
     "grad_clip",
     "mse_weight",
+    "bias_weight",
 )
 
 
