@@ -366,10 +366,12 @@ class Service:
         """Queue every input on disk not handled yet; returns how many were queued.
 
         At start-up this is the backlog; later, anything found means events were missed
-        (``radinfill_reconcile_found_total``).
+        (``radinfill_reconcile_found_total``), except a failed file whose backoff has run
+        out: queuing it again is a retry, not a missed event.
         """
         assert self.ledger is not None
         queued = 0
+        retries = 0
         for path in scan(self.config.incoming, self.config.patterns):
             try:
                 st = path.stat()
@@ -382,9 +384,11 @@ class Service:
             self._catalog(path)
             if self.queue.put(Arrival.now(path, "scan")):
                 queued += 1
-        if queued and not startup:
-            self.metrics.reconcile_found_total.inc(queued)
-            _log.warning("reconcile_found_files", count=queued)
+                retries += path in self._failures
+        missed = queued - retries
+        if missed and not startup:
+            self.metrics.reconcile_found_total.inc(missed)
+            _log.warning("reconcile_found_files", count=missed)
         return queued
 
     def _catalog(self, path: Path) -> None:

@@ -10,6 +10,7 @@ truth, not from the service.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -28,8 +29,10 @@ import pytest
 import xarray as xr
 
 from radinfill import holes, radolan
+from radinfill.daemon import service as service_module
+from radinfill.daemon.intake import Arrival
 from radinfill.daemon.ledger import Ledger
-from radinfill.daemon.pipeline import MAX_INPUT_BYTES
+from radinfill.daemon.pipeline import MAX_INPUT_BYTES, Result
 from radinfill.radolan.sites import OPERATIONAL
 from radinfill.stream import DWD_SITE_ORDER, PRODUCTS, StreamManifest, StreamStep, write_stream
 from tests.conftest import require
@@ -932,3 +935,32 @@ def test_a_ledger_damaged_while_running_stops_the_service_for_a_restart(
         wait_for(service.stop_event.is_set, SLOW, "the service to stop itself")
         assert service.exit_status == 1
     assert not list(config.outgoing.glob("raa01-*"))
+
+
+@pytest.mark.timeout(120)
+def test_a_retried_failure_is_not_counted_as_a_missed_event(
+    stream: StreamManifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A product that failed is queued again by a reconcile scan once its backoff ran out:
+    that is a retry, and ``radinfill_reconcile_found_total`` (the missed-events alert) must
+    not count it."""
+    monkeypatch.setattr(service_module, "FAILURE_BACKOFF_S", 0.5)
+    config = make_config(tmp_path, reconcile_interval_s=0.3)
+    with running(config) as service:
+        assert service.pipeline is not None
+        process = service.pipeline.process
+        calls: list[Path] = []
+
+        def fail_once(arrival: Arrival) -> Result:
+            calls.append(arrival.path)
+            if len(calls) == 1:
+                raise OSError(errno.EIO, "input/output error")
+            return process(arrival)
+
+        monkeypatch.setattr(service.pipeline, "process", fail_once)
+        deliver(stream.steps[0].path, _incoming(tmp_path))
+        done = ("processed", "passthrough")
+        wait_for(lambda: sum(outcomes(service).get(o, 0) for o in done), SLOW, "the retry")
+        assert len(calls) == 2
+        assert count(service, "radinfill_products_total", product="", outcome="failed") == 1
+        assert count(service, "radinfill_reconcile_found_total") == 0
