@@ -33,6 +33,8 @@ from radinfill.daemon import service as service_module
 from radinfill.daemon.intake import Arrival
 from radinfill.daemon.ledger import Ledger
 from radinfill.daemon.pipeline import MAX_INPUT_BYTES, Result
+from radinfill.daemon.sdnotify import Notifier
+from radinfill.daemon.service import Service
 from radinfill.radolan.sites import OPERATIONAL
 from radinfill.stream import DWD_SITE_ORDER, PRODUCTS, StreamManifest, StreamStep, write_stream
 from tests.conftest import require
@@ -964,3 +966,59 @@ def test_a_retried_failure_is_not_counted_as_a_missed_event(
         assert len(calls) == 2
         assert count(service, "radinfill_products_total", product="", outcome="failed") == 1
         assert count(service, "radinfill_reconcile_found_total") == 0
+
+
+class _Pings(Notifier):
+    """A notifier that records the WATCHDOG=1 pings instead of sending them."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+        self.pings: list[float] = []
+
+    def watchdog(self) -> bool:
+        self.pings.append(time.monotonic())
+        return True
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("failure", ["observer dies", "worker stalls"])
+def test_the_watchdog_is_withheld_when_the_service_stops_making_progress(
+    stream: StreamManifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """Pings only while every observer lives and the worker shows progress: systemd's
+    watchdog then restarts a service that would otherwise sit there looking healthy."""
+    monkeypatch.setattr(service_module, "watchdog_interval", lambda: 0.2)
+    monkeypatch.setattr(service_module, "STUCK_AFTER_S", 1.0)
+    notifier = _Pings()
+    service = Service(make_config(tmp_path), notifier=notifier, configure_logs=False)
+    service.start()
+    supervisor = threading.Thread(target=service._supervise, daemon=True)
+    supervisor.start()
+    try:
+        wait_for(lambda: len(notifier.pings) >= 3, SLOW, "pings while healthy")
+        assert service.watcher is not None
+        assert service.pipeline is not None
+        if failure == "observer dies":
+            for observer in service.watcher.observers:
+                observer.stop()
+                observer.join(10)
+        else:
+            release = threading.Event()
+
+            def hang(arrival: Arrival) -> Result:
+                release.wait(30)
+                raise OSError(errno.EIO, "released")
+
+            monkeypatch.setattr(service.pipeline, "process", hang)
+            deliver(stream.steps[0].path, _incoming(tmp_path))
+            wait_for(lambda: not service.healthy(), SLOW, "the stall to be seen")
+        wait_for(lambda: not service.healthy(), SLOW, "the service to be unhealthy")
+        seen = len(notifier.pings)
+        time.sleep(1.0)  # five ping intervals
+        assert len(notifier.pings) <= seen + 1  # at most one already under way
+        if failure == "worker stalls":
+            release.set()
+    finally:
+        service.stop()
+        supervisor.join(10)
+        service.shutdown()
