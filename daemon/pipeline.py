@@ -211,8 +211,11 @@ class Pipeline:
             return self._quarantine(path, data, *problem)
         (fld,) = fields
         # The key of the content is the product, not the file: the same product gzipped or
-        # under another name is a duplicate, never a second output for one time step.
-        sha256 = hashlib.sha256(radolan.encode(fld)).hexdigest()
+        # under another name is a duplicate, never a second output for one time step. A plain
+        # product's bytes are its encoding already (byte-identical); only a container is
+        # encoded again.
+        product = data if radolan.io.sniff(data) == "product" else radolan.encode(fld)
+        sha256 = hashlib.sha256(product).hexdigest()
         self.catalog[(fld.product, fld.time)] = path
         verdict = self.ledger.classify(fld.product, fld.time, sha256)
         if verdict in (Verdict.DUPLICATE, Verdict.LATE):

@@ -32,6 +32,7 @@ __all__ = [
     "MAX_CORRECTION",
     "MAX_MEAN_BIAS",
     "MAX_MEAN_DEPARTURE",
+    "PRIOR_RMSE_FACTOR",
     "bound",
     "evidence_cap",
 ]
@@ -48,6 +49,9 @@ EVIDENCE_RADIUS = 48
 MAX_MEAN_DEPARTURE = 0.15
 #: Largest mean signed log1p departure (a bias) over the hole before the prior is used.
 MAX_MEAN_BIAS = 0.05
+#: Where the truth is known (the golden input of a release, the gate's safety cases), a model's
+#: hole RMSE may be at most this factor times that of its prior.
+PRIOR_RMSE_FACTOR = 1.1
 
 
 def evidence_cap(

@@ -48,7 +48,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter
 
 from radinfill import atomic, permissions, synth
-from radinfill.model import baselines
+from radinfill.model import baselines, envelope
 from radinfill.model.checkpoint import METADATA, WEIGHTS, read_metadata
 from radinfill.model.engine import InfillEngine
 
@@ -70,10 +70,6 @@ GOLDEN_OUTAGE_FRAMES = 2
 #: another device or thread count differs by far less; another model by far more.
 GOLDEN_ATOL = 1e-3
 GOLDEN_RTOL = 1e-2
-#: The release's hole RMSE against the synthetic truth of the golden input may be at most this
-#: factor times that of its classical prior (``advection_boundary``): a model that is worse
-#: than the method it corrects is refused even when it reproduces its own stored output.
-GOLDEN_PRIOR_FACTOR = 1.1
 #: File mode of release files and directories (read-only for everyone).
 _READ_ONLY_FILE = 0o444
 _READ_ONLY_DIR = 0o555
@@ -394,7 +390,7 @@ def golden_check(
         network fails on it, the hole holds NaN, infinite or negative values,
         pixels outside the hole changed, the output differs from the expected one beyond the
         tolerance, or it is further from the synthetic truth than
-        :data:`GOLDEN_PRIOR_FACTOR` times the classical prior.
+        :data:`radinfill.model.envelope.PRIOR_RMSE_FACTOR` times the classical prior.
     """
     file = Path(release) / GOLDEN
     frames, hole, expected = _read_golden(file)
@@ -433,7 +429,7 @@ def _check_against_truth(
     error, prior_error = (
         float(np.sqrt(np.mean((v - truth[-1][hole]) ** 2))) for v in (filled, prior)
     )
-    if error > GOLDEN_PRIOR_FACTOR * prior_error:
+    if error > envelope.PRIOR_RMSE_FACTOR * prior_error:
         raise RegistryError(
             f"{file}: golden output is {error:.4g} mm from the synthetic truth in the hole "
             f"(RMSE), its classical prior {prior_error:.4g} mm: the model is worse than "

@@ -40,7 +40,7 @@ import numpy as np
 from scipy import ndimage
 
 from radinfill import atomic, code_version, holes, report, scores, synth
-from radinfill.model import features
+from radinfill.model import envelope, features
 from radinfill.model.features import DEFAULT_WINDOW
 from radinfill.radolan import Grid, grid_for, read
 from radinfill.radolan.grids import parse_size
@@ -408,8 +408,8 @@ SAFETY_STEPS = 6
 SAFETY_OUTAGE_STEPS = 3
 #: A method passes a safety case when its hole maximum is at most this factor times the
 #: window's maximum and its hole RMSE at most this factor times the classical prior's.
-SAFETY_MAX_FACTOR = 1.25
-SAFETY_RMSE_FACTOR = 1.1
+SAFETY_MAX_FACTOR = envelope.EVIDENCE_MARGIN
+SAFETY_RMSE_FACTOR = envelope.PRIOR_RMSE_FACTOR
 #: Absolute slack of the RMSE bound (mm/h): on uniform rain the prior is exact (RMSE 0), and a
 #: network whose correction moves 100 mm/h by a few hundredths is not inventing rain.
 SAFETY_RMSE_SLACK = 0.1
