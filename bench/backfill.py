@@ -59,7 +59,7 @@ def backfill(src: Path, out: Path, model: str, device: str, nproc: int) -> dict[
 
 def main() -> None:
     from radinfill import stream
-    from radinfill.demo import DEFAULT_MODEL
+    from radinfill.defaults import DEFAULT_MODEL
     from radinfill.radolan.grids import parse_size
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -87,12 +87,12 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from radinfill.defaults import SHIPPED_MODEL
 from radinfill.radolan import RadolanError, loads, sniff
 from radinfill.radolan.io import MAX_STREAM_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLES = REPO.parent / "shared" / "data" / "radolan"
-SHIPPED_MODEL = REPO / "assets" / "model"
 TARGETS = ("decode", "hdf5", "checkpoint")
 
 #: Pixels of the biggest catalogued grid (DE4800, 4800 x 4400): no product decodes to more.

@@ -63,7 +63,7 @@ def floor(files: list[Path], out: Path) -> list[float]:
 def config(root: Path, model: str):
     """The demo's service configuration on a fresh tree under ``root``."""
     from radinfill.daemon.config import parse
-    from radinfill.demo import service_document
+    from radinfill.daemon.demo import service_document
 
     return parse(service_document(model), base=root)
 
@@ -120,7 +120,7 @@ def _histogram_mean(registry, name: str, stage: str) -> float:
 
 
 def main() -> None:
-    from radinfill import demo, stream
+    from radinfill import defaults, stream
     from radinfill.daemon.telemetry import configure_logging
     from radinfill.radolan.grids import parse_size
 
@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the shipped model")
     parser.add_argument("--interval", type=float, default=2.0, help="s between deliveries")
     args = parser.parse_args()
-    model = args.model or demo.DEFAULT_MODEL
+    model = args.model or defaults.DEFAULT_MODEL
     configure_logging(fmt="json", level="warning")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -517,7 +517,7 @@ def _events(log: Path, name: str) -> list[str]:
 
 
 def main() -> int:
-    from radinfill.demo import DEFAULT_MODEL
+    from radinfill.defaults import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--products", type=int, default=1000)

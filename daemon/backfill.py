@@ -1,9 +1,12 @@
-"""``radinfill backfill SRC OUT``: infill a whole archive the way the service would have.
+"""``radinfill backfill SRC OUT`` and ``radinfill infill IN... -o OUT``: infill files the way
+the service would have.
 
 This is how the seed infilled the RADOLAN record, with the service's own parts: the same
 :class:`~radinfill.daemon.pipeline.Pipeline` (built by :meth:`Pipeline.assemble`), so the same
-engine, window semantics, fallback, quarantine and outputs (RADOLAN, netCDF, sidecar) as
-``radinfill serve``; only the arrival of the files differs.
+engine, window semantics (with the frames before a long outage), fallback, quarantine and
+outputs (same-format product, netCDF, sidecar) as ``radinfill serve``; only the arrival of the
+files differs. ``backfill`` walks an archive tree (:func:`plan`); ``infill`` takes the files it
+is given (:func:`plan_files`). Everything below holds for both.
 
 1. **Plan** (rank 0): every file under ``SRC`` (recursive, symlinks not followed) that matches the
    patterns, dated by its header (:func:`~radinfill.daemon.intake.sniff_key`, else decoded),
@@ -37,7 +40,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -55,10 +58,11 @@ from radinfill.daemon.models import ModelSlot
 from radinfill.daemon.pipeline import Outcome, Pipeline
 from radinfill.daemon.telemetry import Metrics, configure_logging
 from radinfill.daemon.watcher import matches
+from radinfill.names import printable
 from radinfill.progress import Progress
 from radinfill.radolan import RadolanError
 
-__all__ = ["Item", "Summary", "backfill", "plan", "settings", "shard"]
+__all__ = ["Item", "Summary", "backfill", "plan", "plan_files", "settings", "shard"]
 
 _log = structlog.get_logger("radinfill.backfill")
 #: Hidden directory in ``OUT`` with the ledgers, the quarantine and the per-rank summaries.
@@ -91,6 +95,9 @@ class Summary:
     outcomes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     seconds: float = 0.0
     interrupted: bool = False
+    #: One line per input that was not processed or passed through (quarantined, ignored,
+    #: failed), for the command's report.
+    problems: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def handled(self) -> int:
@@ -124,9 +131,9 @@ class Summary:
 
 
 def settings(
-    source: Path, out: Path, base: ServiceConfig | None = None, **changes: Any
+    sources: Sequence[Path], out: Path, base: ServiceConfig | None = None, **changes: Any
 ) -> ServiceConfig:
-    """The service configuration of a backfill from ``source`` into ``out``.
+    """The service configuration of a backfill from the ``sources`` directories into ``out``.
 
     ``base`` (a service configuration file's ``[service]`` section) gives the model, window,
     products, naming and outputs; ``changes`` override them (e.g. ``model``, ``device``).
@@ -137,14 +144,16 @@ def settings(
     Raises
     ------
     ValueError
-        If ``out`` is ``source`` or one contains the other (outputs would become inputs).
+        If ``out`` is a source or one contains the other (outputs would become inputs).
     """
-    source, out = source.resolve(), out.resolve()
-    if out == source or out.is_relative_to(source) or source.is_relative_to(out):
-        raise ValueError(f"{out}: the output tree must lie outside the archive {source}")
+    out = out.resolve()
+    sources = tuple(dict.fromkeys(source.resolve() for source in sources))
+    for source in sources:
+        if out == source or out.is_relative_to(source) or source.is_relative_to(out):
+            raise ValueError(f"{out}: the output tree must lie outside the inputs' {source}")
     state = out / STATE_DIR
     fixed = {
-        "incoming": (source,),
+        "incoming": sources,
         "outgoing": out,
         "state_dir": state,
         "quarantine": state / "quarantine",
@@ -185,6 +194,23 @@ def plan(
             continue
         items.append(Item(path, product, nominal, path.stat().st_mtime_ns))
     return sorted(items, key=_order)
+
+
+def plan_files(paths: Sequence[Path]) -> list[Item]:
+    """Items for the given input files in processing order (each file once).
+
+    Raises
+    ------
+    FileNotFoundError
+        If an input does not exist.
+    """
+    items = {}
+    for path in paths:
+        resolved = path.resolve(strict=True)
+        key = _key(resolved)
+        product, nominal = key if key is not None else (None, None)
+        items[resolved] = Item(resolved, product, nominal, resolved.stat().st_mtime_ns)
+    return sorted(items.values(), key=_order)
 
 
 def shard(items: Sequence[Item], world: int) -> list[list[Item]]:
@@ -236,6 +262,8 @@ def backfill(
     """
     stop = stop if stop is not None else threading.Event()
     mine = shard(items, world)[rank]
+    # the model first: a bad model spec fails before anything is written
+    model = models.load(config.model, device=config.device, fallback=config.fallback, offline=True)
     state = config.state_dir
     for directory in (config.outgoing, state, config.quarantine):
         directory.mkdir(parents=True, exist_ok=True)
@@ -246,7 +274,6 @@ def backfill(
     if barrier is not None:
         barrier()
     summary = Summary(rank, world, planned=len(mine), skipped=len(mine) - len(todo))
-    model = models.load(config.model, device=config.device, fallback=config.fallback, offline=True)
     metrics = Metrics()
     catalog = _catalog(items)  # the pipeline adds each file it processes
     began = time.perf_counter()
@@ -267,8 +294,10 @@ def backfill(
             if stop.is_set():
                 summary.interrupted = True
                 break
-            outcome = _process(pipeline, item)
+            outcome, problem = _process(pipeline, item)
             summary.outcomes[outcome] += 1
+            if problem:
+                summary.problems.append(f"{printable(item.path)}: {problem}")
             stamp = f"{item.product} {item.time:%Y-%m-%dT%H:%MZ}" if item.time else item.path.name
             progress.advance(stamp)
     summary.seconds = time.perf_counter() - began
@@ -279,13 +308,12 @@ def backfill(
 
 def run(
     config: ServiceConfig,
-    source: Path,
+    planner: Callable[[ServiceConfig], list[Item]],
     *,
-    start: datetime | None = None,
-    end: datetime | None = None,
     stream: TextIO | None = None,
 ) -> Summary:
-    """The whole command for this process: join the ranks under ``torchrun``, plan, backfill.
+    """The whole command for this process: join the ranks under ``torchrun``, plan (rank 0
+    calls ``planner``, e.g. :func:`plan` or :func:`plan_files`), backfill.
 
     SIGTERM and SIGINT stop the run after the file in hand.
     """
@@ -296,7 +324,7 @@ def run(
 
         if torch.cuda.is_available():
             config = dataclasses.replace(config, device=f"cuda:{local_rank}")
-    items = plan(source, config.patterns, config.products, start, end) if rank == 0 else []
+    items = planner(config) if rank == 0 else []
     if barrier is not None:  # one rank reads every header; the others get its plan
         items = _shared(items)
     stop = threading.Event()
@@ -321,19 +349,24 @@ def _stop(stop: threading.Event, signum: int, frame: FrameType | None) -> None:
     stop.set()
 
 
-def _process(pipeline: Pipeline, item: Item) -> str:
-    """Run one file; returns its outcome (failures are logged, counted, not recorded)."""
+def _process(pipeline: Pipeline, item: Item) -> tuple[str, str]:
+    """Run one file: (its outcome, a one-line problem or ""). Failures are logged and counted,
+    not recorded (the next run tries them again)."""
     try:
         result = pipeline.process(Arrival.now(item.path, "backfill"))
     except FileNotFoundError:
         _log.warning("input_vanished", path=str(item.path))
-        return Outcome.FAILED.value
+        return Outcome.FAILED.value, "vanished before it was read"
     except Exception as err:  # one file's failure: counted, tried again by the next run
         _log.exception("product_failed", path=str(item.path), error=str(err))
-        return Outcome.FAILED.value
+        return Outcome.FAILED.value, f"failed: {err}"
     if result.outcome is Outcome.QUARANTINED:
         _log.warning("quarantined", path=str(item.path), **result.details)
-    return result.outcome.value
+        details = result.details
+        return result.outcome.value, f"quarantined ({details['kind']}: {details['reason']})"
+    if result.outcome is Outcome.IGNORED:
+        return result.outcome.value, f"ignored ({result.product} is not a product to infill)"
+    return result.outcome.value, ""
 
 
 def _walk(source: Path, patterns: Sequence[str]) -> Iterator[Path]:

@@ -32,7 +32,6 @@ import tenacity
 from radinfill import atomic, netcdf, permissions, radolan
 from radinfill.daemon.faults import Faults
 from radinfill.dataset import to_dataset
-from radinfill.model.files import infilled, netcdf_stem
 from radinfill.radolan import Field
 
 __all__ = ["OutputPathError", "OutputPaths", "Writer", "quarantine", "remove_partial", "retrying"]
@@ -56,6 +55,19 @@ class OutputPaths:
 
 class OutputPathError(ValueError):
     """An output name that would leave the output directory; the message says how."""
+
+
+def infilled(field: Field, hole: np.ndarray, values: np.ndarray) -> Field:
+    """``field`` with ``values`` (the method's output) in place: the hole pixels get data, so
+    they lose the no-data flag; the secondary bit is not set on them (downstream masks it)."""
+    return field.replace(
+        values=values, nodata=field.nodata & ~hole, secondary=field.secondary & ~hole
+    )
+
+
+def netcdf_stem(name: str) -> str:
+    """The netCDF output's stem for a product file name (compression suffixes dropped)."""
+    return name.removesuffix(".gz").removesuffix(".bz2")
 
 
 def output_name(template: str, *, name: str, stem: str, product: str, time: datetime) -> str:

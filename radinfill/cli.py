@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from radinfill.radolan import RadolanError
 
 if TYPE_CHECKING:
+    from radinfill.daemon.backfill import Item, Summary
     from radinfill.daemon.config import ServiceConfig
 
 EXIT_ERROR = 1
@@ -81,10 +82,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _held_out_specs(samples: str | None) -> list[str]:
     """The held-out data specs; the real sequence from ``samples`` or the default sample root."""
-    from radinfill import demo
+    from radinfill import defaults
     from radinfill.train import evaluate
 
-    root = Path(samples) if samples else demo.default_data_dir()
+    root = Path(samples) if samples else defaults.sample_data_dir()
     if root is None:
         print("note: sample data not found, held-out set is synthetic only", file=sys.stderr)
     return evaluate.held_out_specs(root)
@@ -128,30 +129,15 @@ def _reload(pid_file: Path) -> None:
 
 
 def _infill(args: argparse.Namespace) -> int:
-    from radinfill.model import baselines, files
-    from radinfill.model.features import DEFAULT_WINDOW
+    from radinfill.daemon import backfill
 
-    if args.checkpoint:
-        from radinfill.model.engine import InfillEngine
-
-        engine = InfillEngine.from_checkpoint(args.checkpoint)
-        method, provenance = engine.infill, engine.provenance
-        window, interval = engine.window, engine.interval_minutes
-    else:
-        method = baselines.get_method(args.method)
-        provenance = {"infill_method": args.method.lower()}
-        window, interval = DEFAULT_WINDOW, None
-    window = window if args.window is None else args.window
-    if window < 1:
-        raise ValueError(f"--window must be >= 1, got {window}")
-    names = [Path(path).name for path in args.inputs]
-    if clash := sorted({name for name in names if names.count(name) > 1}):
-        raise ValueError(f"inputs share file names, outputs would collide: {', '.join(clash)}")
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    for path, field, frames in files.windows(args.inputs, window, interval):
-        print(files.write_infilled(path, field, frames, method, out, provenance))
-    return 0
+    paths = [Path(path) for path in args.inputs]
+    items = backfill.plan_files(paths)  # every input exists before anything is written
+    summary = _fill(args, [p.parent for p in paths], lambda config: items, {})
+    if summary is None:
+        return EXIT_CONFIG
+    # every input was asked for by name: one that was not infilled or passed through failed
+    return 1 if summary.problems and not summary.interrupted else summary.status
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -221,7 +207,7 @@ def _service_config(path: str) -> ServiceConfig | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from radinfill import demo
+    from radinfill.daemon import demo
     from radinfill.radolan.grids import parse_size
 
     return demo.run(
@@ -322,41 +308,71 @@ def _print_problems(err: ValueError) -> None:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from radinfill import demo
+    from radinfill import defaults
+    from radinfill.daemon import backfill
+
+    changes: dict[str, object] = {}
+    if args.model is not None:
+        changes["model"] = args.model
+    elif not args.causal:
+        changes["model"] = defaults.ARCHIVE_MODEL
+    if args.products is not None:
+        changes["products"] = tuple(p for p in args.products.split(",") if p)
+    if args.patterns is not None:
+        changes["patterns"] = tuple(p for p in args.patterns.split(",") if p)
+    src = Path(args.src)
+    start, end = _utc_time(args.start, "--from"), _utc_time(args.end, "--to")
+    summary = _fill(
+        args,
+        [src],
+        lambda config: backfill.plan(src, config.patterns, config.products, start, end),
+        changes,
+    )
+    return EXIT_CONFIG if summary is None else summary.status
+
+
+def _fill(
+    args: argparse.Namespace,
+    sources: list[Path],
+    planner: Callable[[ServiceConfig], list[Item]],
+    changes: dict[str, object],
+) -> Summary | None:
+    """``infill`` and ``backfill``: the service pipeline over planned files into the output
+    directory; its summary, or None for an invalid ``--config``.
+
+    The model is ``--model``, else ``--config``'s, else the service default; ``--device`` and
+    ``--window`` override. One line per input that was quarantined, ignored or failed goes to
+    stderr.
+    """
+    from radinfill import defaults
     from radinfill.daemon import backfill
 
     base = None
     if args.config is not None:
         base = _service_config(args.config)
         if base is None:
-            return EXIT_CONFIG
-    changes: dict[str, object] = {}
+            return None
     if args.model is not None:
-        changes["model"] = args.model
-    elif not args.causal:
-        changes["model"] = demo.ARCHIVE_MODEL
-    elif base is None:
-        changes["model"] = demo.DEFAULT_MODEL
+        changes.setdefault("model", args.model)
+    if base is None:
+        changes.setdefault("model", defaults.DEFAULT_MODEL)
     if args.device is not None:
         changes["device"] = args.device
-    if args.products is not None:
-        changes["products"] = tuple(p for p in args.products.split(",") if p)
-    if args.patterns is not None:
-        changes["patterns"] = tuple(p for p in args.patterns.split(",") if p)
-    settings = backfill.settings(Path(args.src), Path(args.out), base, **changes)
-    summary = backfill.run(
-        settings,
-        Path(args.src),
-        start=_utc_time(args.start, "--from"),
-        end=_utc_time(args.end, "--to"),
-    )
+    if getattr(args, "window", None) is not None:
+        if args.window < 1:
+            raise ValueError(f"--window must be >= 1, got {args.window}")
+        changes["window"] = args.window
+    settings = backfill.settings(sources, Path(args.out), base, **changes)
+    summary = backfill.run(settings, planner)
+    for line in summary.problems:
+        print(line, file=sys.stderr)
     outcomes = " ".join(f"{k}={v}" for k, v in sorted(summary.outcomes.items())) or "nothing"
     print(
         f"rank {summary.rank}/{summary.world}: {summary.planned} planned, {summary.skipped} "
-        f"already done, {outcomes}, {summary.fields_per_s:.2f} fields/s"
+        f"already done, {outcomes}, {summary.fields_per_s:.2f} fields/s; outputs in {args.out}"
         + (" (interrupted: run again to resume)" if summary.interrupted else "")
     )
-    return summary.status
+    return summary
 
 
 def _utc_time(text: str | None, option: str) -> datetime | None:
@@ -596,23 +612,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     infill = commands.add_parser(
         "infill",
-        help="fill radar-failure holes of RADOLAN files with a model or a baseline",
-        description="Read RADOLAN precipitation files, order them by nominal time per product, "
-        "and fill the radar-failure holes of each with the earlier files as context. Writes per "
-        "input the same-format RADOLAN file of the same name to DIR (infilled pixels lose the "
-        "no-data flag; files without holes are copied byte for byte) and a CF-netCDF with the "
-        "infill_mask and provenance.",
+        help="fill radar-failure holes of the given files with the service's pipeline",
+        description="Infill the given product files into OUT exactly as the service and "
+        "backfill do (same stages, window with the frames before a long outage, outputs): per "
+        "input the same-format product (infilled pixels lose the no-data flag; files without "
+        "holes are copied byte for byte), a CF-netCDF with the infill_mask and provenance, and "
+        "a JSON sidecar. The past only (causal). Exit status 1 when an input was quarantined, "
+        "ignored or failed (one line each on stderr).",
     )
-    infill.add_argument("inputs", nargs="+", metavar="IN", help="RADOLAN files (one product each)")
-    source = infill.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", metavar="PATH", help="model checkpoint directory")
-    source.add_argument("--method", metavar="NAME", help="classical method, e.g. advection")
-    infill.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    infill.add_argument("inputs", nargs="+", metavar="IN", help="product files")
+    infill.add_argument("-o", "--output", dest="out", required=True, metavar="OUT")
     infill.add_argument(
-        "--window",
-        type=int,
-        metavar="N",
-        help="frames of context incl. the current one (default: the checkpoint's, else 6)",
+        "--model",
+        help="model registry, release or checkpoint directory, or baseline:NAME "
+        "(default: baseline:advection_boundary)",
+    )
+    infill.add_argument("--config", help="service TOML file: model, window, products, naming")
+    infill.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
+    infill.add_argument(
+        "--window", type=int, metavar="N", help="frames of context incl. the current one"
     )
     infill.set_defaults(run=_infill)
 

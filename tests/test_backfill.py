@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from radinfill import holes, radolan, stream
 from radinfill.daemon import backfill, outputs
 from radinfill.daemon.backfill import Item
-from radinfill.demo import SHIPPED_MODEL
+from radinfill.defaults import SHIPPED_MODEL
 from radinfill.model import baselines, features
 from tests.conftest import REPO
 from tests.service_helpers import (
@@ -140,8 +140,8 @@ def test_plan_walks_the_tree_filters_time_and_skips_hidden_and_symlinks(archive,
 
 def test_the_output_tree_must_lie_outside_the_archive(tmp_path):
     for out in (tmp_path, tmp_path / "out", tmp_path.parent):
-        with pytest.raises(ValueError, match="outside the archive"):
-            backfill.settings(tmp_path, out, model="baseline:advection")
+        with pytest.raises(ValueError, match="must lie outside the inputs"):
+            backfill.settings([tmp_path], out, model="baseline:advection")
 
 
 # -- whole runs ------------------------------------------------------------------------------
@@ -396,3 +396,44 @@ def test_slurm_script_runs_a_rendezvous_of_two_ranks_and_requeues_when_interrupt
     stopped = job(stopped=True)
     assert stopped.returncode == 0, stopped.stderr
     assert calls.read_text().splitlines()[-1] == "scontrol requeue 77"
+
+
+def test_infill_backfill_and_serve_write_the_same_outputs_over_a_long_outage(tmp_path):
+    """One pipeline: a 10-step outage (longer than the 6-frame window) in a 16-step sequence
+    gives byte-identical products from the service, ``backfill --causal`` and ``infill``, and
+    every field of the outage is filled from the frames before it."""
+    src = tmp_path / "src"
+    manifest = stream.write_stream(src, grid=GRID, steps=16, start=START, seed=3, outages=False)
+    files = [step.path for step in manifest.steps]
+    yy, xx = np.mgrid[: GRID[0], : GRID[1]]
+    disc = (yy - 80) ** 2 + (xx - 70) ** 2 < 35**2
+    for path in files[3:13]:
+        clean = radolan.read_one(path)
+        values = np.where(disc, np.float32(np.nan), clean.values)
+        radolan.write(clean.replace(values=values, nodata=clean.nodata | disc), path)
+    model = "baseline:advection"
+
+    config = make_config(tmp_path / "svc", model=model)
+    config.incoming[0].mkdir(parents=True)
+    with running(config) as service:
+        for number, path in enumerate(files, 1):  # delivered one by one, as a feed does
+            shutil.copy2(path, config.incoming[0] / path.name)
+            wait_for(lambda n=number: service.processed >= n, 60, f"product {number}")
+    filled, infilled = tmp_path / "fill", tmp_path / "infill"
+    done = fill(src, filled, "--causal", "--model", model, "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    command = [sys.executable, "-m", "radinfill", "infill", "--model", model, "-o", str(infilled)]
+    done = subprocess.run([*command, *map(str, files)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+    served = radolan_outputs(config.outgoing)
+    assert len(served) == 16
+    assert radolan_outputs(filled) == served
+    assert radolan_outputs(infilled) == served
+    for step, path in enumerate(files[3:13]):
+        written = radolan.read_one(infilled / path.name).values
+        assert np.isfinite(written[disc]).all()
+        record = json.loads((infilled / f"{path.name}.json").read_text())
+        assert record["hole_pixels"] == int(disc.sum())
+        # the window reaches back to the last complete frame before the outage
+        assert record["window_frames"] >= step + 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import json
 import logging
 import subprocess
 import sys
@@ -338,12 +339,12 @@ def test_infill_command_on_real_files(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     inputs = _inputs(samples)
-    choice = ["--method", "advection"] if source == "method" else ["--checkpoint", str(release)]
+    model = "baseline:advection" if source == "method" else str(release)
     out = tmp_path / "out"
-    assert main(["infill", *choice, *map(str, inputs), "-o", str(out)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4
-    assert lines[0].startswith(str(out / Path(RW_0750).name))  # time order
+    assert main(["infill", "--model", model, *map(str, inputs), "-o", str(out)]) == 0
+    report = capsys.readouterr()
+    assert "4 planned, 0 already done, passthrough=1 processed=3" in report.out
+    assert not {"quarantined", "ignored", "failed"} & set(report.err.split())
     for path in inputs:
         before, after = radolan.read_one(path), radolan.read_one(out / path.name)
         hole = holes.detect(before).failure
@@ -355,10 +356,14 @@ def test_infill_command_on_real_files(
         assert (after.values[hole] >= 0).all()
         assert not holes.detect(after).failure.any()
         stem = path.name.removesuffix(".gz")
+        sidecar = json.loads((out / f"{stem}.json").read_text())
+        assert sidecar["hole_pixels"] == int(hole.sum())
         with xr.open_dataset(out / f"{stem}.nc") as ds:
             assert np.array_equal(ds["infill_mask"].values[0].astype(bool), hole)
-            assert ds.attrs["infill_input_file"] == str(path)
+            assert ds.attrs["infill_input_file"] == str(path.resolve())
             assert ds.attrs["radinfill_version"]
+            if not hole.any():
+                continue
             if source == "checkpoint":
                 assert ds.attrs["infill_checkpoint"] == str(release)
                 assert len(ds.attrs["infill_checkpoint_sha256"]) == 64
@@ -374,7 +379,15 @@ def test_infill_output_reads_in_wradlib(samples: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert (
         subprocess.run(
-            [SCRIPT, "infill", "--method", "laplace", str(samples / RW_NHB), "-o", str(out)],
+            [
+                SCRIPT,
+                "infill",
+                "--model",
+                "baseline:laplace",
+                str(samples / RW_NHB),
+                "-o",
+                str(out),
+            ],
             capture_output=True,
         ).returncode
         == 0
@@ -386,28 +399,24 @@ def test_infill_output_reads_in_wradlib(samples: Path, tmp_path: Path) -> None:
     assert np.isfinite(np.asarray(data, dtype=float)[hole]).all()
 
 
-def test_infill_command_refuses_mismatched_interval(
-    samples: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_infill_with_a_model_of_another_interval_falls_back(samples: Path, tmp_path: Path) -> None:
     five_minute = save_checkpoint(
         build("baseline", widths=(4, 8), kernels=(3, 3)),
         tmp_path / "five",
         {"product": "RY", "interval_minutes": 5},
     )
-    args = ["infill", "--checkpoint", str(five_minute), str(samples / RW_NHB), "-o", str(tmp_path)]
-    assert main(args) == 1
-    error = capsys.readouterr().err
-    assert "60-min interval, the checkpoint was trained on 5 min" in error
-    assert error.count("\n") == 1
+    out = tmp_path / "out"
+    args = ["infill", "--model", str(five_minute), str(samples / RW_NHB), "-o", str(out)]
+    assert main(args) == 0
+    sidecar = json.loads((out / f"{Path(RW_NHB).name}.json").read_text())
+    assert (sidecar["method"], sidecar["fallback"]) == ("advection_boundary", "interval")
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--method", "advection", RW_NHB, RW_NHB], "outputs would collide"),
-        (["--method", "advection", RX], "RX is not a RADOLAN binary precipitation amount"),
-        (["--method", "kriging", RW_NHB], "unknown infill method 'kriging'"),
-        (["--method", "zero", "--window", "0", RW_NHB], "--window must be >= 1"),
+        (["--model", "baseline:kriging", RW_NHB], "unknown infill method 'kriging'"),
+        (["--model", "baseline:zero", "--window", "0", RW_NHB], "--window must be >= 1"),
     ],
 )
 def test_infill_command_errors_are_one_line(
@@ -423,3 +432,15 @@ def test_infill_command_errors_are_one_line(
     assert message in error
     assert error.count("\n") == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_infill_names_each_input_it_did_not_infill(
+    samples: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["infill", "--model", "baseline:zero", str(samples / RX), str(samples / RW_NHB)]
+    assert main([*args, "-o", str(out)]) == 1
+    problems = [line for line in capsys.readouterr().err.splitlines() if ": ignored" in line]
+    assert problems == [f"{(samples / RX).resolve()}: ignored (RX is not a product to infill)"]
+    assert (out / Path(RW_NHB).name).is_file()  # the other input still got its outputs
+    assert not (out / Path(RX).name).exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from radinfill import demo
+from radinfill import defaults
 from radinfill.daemon import models
 from radinfill.model import baselines, registry
 from radinfill.train import evaluate
@@ -31,8 +31,8 @@ def shipped() -> models.LoadedModel:
 
 
 def test_the_default_is_the_strongest_classical_method_and_the_release_says_why() -> None:
-    assert demo.DEFAULT_MODEL == "baseline:advection_boundary"
-    assert demo.SHIPPED_MODEL == ASSET
+    assert defaults.DEFAULT_MODEL == "baseline:advection_boundary"
+    assert defaults.SHIPPED_MODEL == ASSET
     decision = json.loads((ASSET / "decision.json").read_text())
     assert decision["forced"] is True  # published as an option, not promoted
     assert decision["verdicts"]["floor rmse"]["passed"] is False

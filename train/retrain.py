@@ -394,10 +394,10 @@ def _finished_snapshot(run_dir: Path) -> Path:
 
 def _promote(snapshot: Path, settings: RetrainSettings) -> Any:
     """The gate's :class:`~radinfill.train.promote.Decision` on ``snapshot``."""
-    from radinfill import demo
+    from radinfill import defaults
     from radinfill.train import evaluate, promote
 
-    specs = settings.data or evaluate.held_out_specs(demo.default_data_dir())
+    specs = settings.data or evaluate.held_out_specs(defaults.sample_data_dir())
     return promote.promote(
         snapshot,
         settings.registry,

@@ -28,39 +28,20 @@ import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from radinfill.stream import StreamManifest
+from radinfill import stream
+from radinfill.daemon.config import parse
+from radinfill.daemon.service import Service
+from radinfill.daemon.telemetry import configure_logging
+from radinfill.defaults import DEFAULT_MODEL, sample_data_dir
 
-#: Where the sample data lives relative to a checkout (``../shared/data/radolan``).
-_SAMPLE_DIR = Path("shared") / "data" / "radolan"
 #: The real rainy 5-minute sequence among the samples.
 _REAL_SEQUENCE = Path("radolan_to_netcdf") / "radolan_yw"
-#: The shipped network (a release directory in the checkout's ``assets/``): an option, not the
-#: default, since it did not clear the promotion gate's classical floor (README, "Evaluation").
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "model"
-#: The default infill of the service, the demo and causal backfills: the strongest classical
-#: causal method on the held-out set, which no trained network has yet beaten by the gate's
-#: margin.
-DEFAULT_MODEL = "baseline:advection_boundary"
-#: The default of archive backfills: the strongest classical method that also uses the frames
-#: after an outage (an archive has them; the live service does not).
-ARCHIVE_MODEL = "baseline:bidirectional_boundary"
 #: Longest wait (s) for one product's outputs before the next product is delivered anyway.
 DELIVERY_TIMEOUT_S = 60.0
-
-
-def default_data_dir() -> Path | None:
-    """``../shared/data/radolan`` next to the working directory or to the checkout, if present."""
-    checkout = Path(__file__).resolve().parents[1]
-    for base in (Path.cwd().parent, checkout.parent):
-        candidate = base / _SAMPLE_DIR
-        if candidate.is_dir():
-            return candidate
-    return None
 
 
 def run(
@@ -75,11 +56,6 @@ def run(
 ) -> int:
     """Run the demo in ``out`` (replaced); returns the exit status (0 when every product got
     its outputs)."""
-    from radinfill import stream
-    from radinfill.daemon.config import parse
-    from radinfill.daemon.service import Service
-    from radinfill.daemon.telemetry import configure_logging
-
     if out.exists():
         shutil.rmtree(out)
     feed = out / "feed"
@@ -97,7 +73,7 @@ def run(
         outage_options={"p_fail": 0.08},
     )
     deliveries = list(manifest.files)
-    samples = data if data is not None else default_data_dir()
+    samples = data if data is not None else sample_data_dir()
     if real and samples is not None and (samples / _REAL_SEQUENCE).is_dir():
         real_files = sorted((samples / _REAL_SEQUENCE).glob("raa01-yw*"))
         deliveries += real_files
@@ -225,7 +201,7 @@ def _summary(sidecars: list[dict[str, Any]], latencies: list[float], delivered: 
         )
 
 
-def _scores(manifest: StreamManifest, outgoing: Path) -> dict[str, float]:
+def _scores(manifest: stream.StreamManifest, outgoing: Path) -> dict[str, float]:
     """Hole scores of the synthetic outputs against the stream's truth."""
     import xarray as xr
 
