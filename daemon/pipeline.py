@@ -52,15 +52,15 @@ from radinfill.daemon import outputs
 from radinfill.daemon.config import ServiceConfig
 from radinfill.daemon.faults import Faults
 from radinfill.daemon.intake import Arrival, NotRegularFileError, open_input
-from radinfill.daemon.ledger import Ledger, Verdict
+from radinfill.daemon.ledger import Entry, Ledger, Verdict
 from radinfill.daemon.models import ModelSlot
 from radinfill.daemon.telemetry import Metrics
-from radinfill.daemon.window import Locate, Window
+from radinfill.daemon.window import Context, Locate, Window
 from radinfill.model import baselines, features
 from radinfill.names import printable
 from radinfill.radolan import Field, RadolanError
 
-__all__ = ["NotReadyError", "Outcome", "Pipeline", "Result"]
+__all__ = ["Job", "NotReadyError", "Outcome", "Pipeline", "Quarantine", "Result", "Skip"]
 
 _log = structlog.get_logger("radinfill.service")
 #: Largest input file read (bytes): a compressed DE4800 product with room to spare; larger is
@@ -105,6 +105,54 @@ class Result:
     version: int = 0
     outputs: tuple[Path, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class Skip(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """A stage ends the job without outputs (ignored, duplicate, late): ``result`` says how."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.outcome.value)
+        self.result = result
+
+
+class Quarantine(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """A stage found the input unusable: it is moved aside with ``kind`` and the reason."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+
+
+@dataclass
+class Job:
+    """One input on its way through the stages; each stage fills in its part."""
+
+    arrival: Arrival
+    data: bytes = b""
+    stat: os.stat_result | None = None
+    fields: list[Field] = field(default_factory=list)
+    fld: Field = None  # type: ignore[assignment]  # set by ``check``
+    sha256: str = ""
+    verdict: Verdict = Verdict.NEW
+    report: holes.HoleReport = None  # type: ignore[assignment]  # set by ``holes``
+    context: Context = None  # type: ignore[assignment]  # set by ``infill``
+    values: np.ndarray | None = None
+    method: str = "none"
+    fallback: str = ""
+    current: Entry | None = None
+    targets: outputs.OutputPaths = None  # type: ignore[assignment]  # set by ``write``
+    details: dict[str, Any] = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
+    entry: Entry | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def result(self) -> Result:
+        """The :class:`Result` of a job that went through every stage."""
+        assert self.entry is not None
+        outcome = Outcome.PROCESSED if self.values is not None else Outcome.PASSTHROUGH
+        details = self.details | {"verdict": self.verdict.value, "timings_s": self.timings}
+        fld, version = self.fld, self.entry.version
+        return Result(outcome, fld.product, fld.time, version, tuple(self.written), details)
 
 
 class Pipeline:
@@ -181,7 +229,11 @@ class Pipeline:
         )
 
     def process(self, arrival: Arrival) -> Result:
-        """Handle one settled arrival.
+        """Take one settled arrival through every stage (see the module docstring).
+
+        Each stage takes the :class:`Job` and returns it with its part done; a stage that ends
+        the job early raises :class:`Skip` (ignored, duplicate, late) or :class:`Quarantine`.
+        The loop times every stage (``radinfill_stage_duration_seconds``).
 
         Raises
         ------
@@ -190,102 +242,152 @@ class Pipeline:
         OSError
             If reading or writing fails beyond the retries (the product failed).
         """
-        path = arrival.path
-        started = time.perf_counter()
+        job = Job(arrival)
         try:
-            data, stat = self._read(path)
+            for stage in self.stages:
+                started = time.perf_counter()
+                job = stage(job)
+                job.timings[stage.__name__] = time.perf_counter() - started
+        except Skip as skip:
+            self._note(job, skip.result.outcome)
+            return skip.result
+        except Quarantine as problem:
+            return self._quarantine(arrival.path, job.data or None, problem.kind, str(problem))
+        for stage_name, seconds in job.timings.items():
+            self.metrics.stage_seconds.labels(stage_name).observe(seconds)
+        return job.result()
+
+    @property
+    def stages(self) -> tuple[Callable[[Job], Job], ...]:
+        """The stages in order; each is named after what it does."""
+        return (
+            self.read,
+            self.check,
+            self.classify,
+            self.holes,
+            self.infill,
+            self.write,
+            self.record,
+        )
+
+    def read(self, job: Job) -> Job:
+        """The file's bytes, decoded (an incomplete file is retried: :meth:`_unreadable`)."""
+        path = job.arrival.path
+        try:
+            job.data, job.stat = self._read(path)
         except _OversizedError as err:
-            return self._quarantine(path, None, "oversized", str(err))
+            raise Quarantine("oversized", str(err)) from None
         except NotRegularFileError as err:  # a link or FIFO: never followed, never read
-            return self._quarantine(path, None, "unsupported", str(err))
+            raise Quarantine("unsupported", str(err)) from None
         try:
-            fields = radolan.loads(data, str(path))
+            job.flds = radolan.loads(job.data, str(path))
         except RadolanError as err:
-            return self._unreadable(arrival, data, err)
-        read_s = time.perf_counter() - started
-        problem = self._check(fields, path.name)
+            raise self._unreadable(job.arrival, job.data, err) from None
+        return job
+
+    def check(self, job: Job) -> Job:
+        """One usable product (see :meth:`_check`)."""
+        problem = self._check(job.flds, job.arrival.path.name)
         if isinstance(problem, Result):
-            self.ledger.note_file(str(path), stat.st_size, stat.st_mtime_ns, problem.outcome)
-            return problem
+            raise Skip(problem)
         if problem is not None:
-            return self._quarantine(path, data, *problem)
-        (fld,) = fields
-        # The key of the content is the product, not the file: the same product gzipped or
-        # under another name is a duplicate, never a second output for one time step. A plain
-        # product's bytes are its encoding already (byte-identical); only a container is
-        # encoded again.
-        product = data if radolan.io.sniff(data) == "product" else radolan.encode(fld)
-        sha256 = hashlib.sha256(product).hexdigest()
-        self.catalog[(fld.product, fld.time)] = path
-        verdict = self.ledger.classify(fld.product, fld.time, sha256)
-        if verdict in (Verdict.DUPLICATE, Verdict.LATE):
-            outcome = Outcome.DUPLICATE if verdict is Verdict.DUPLICATE else Outcome.LATE
-            self.ledger.note_file(str(path), stat.st_size, stat.st_mtime_ns, outcome)
-            return Result(outcome, fld.product, fld.time)
+            raise Quarantine(*problem)
+        (job.fld,) = job.flds
+        return job
+
+    def classify(self, job: Job) -> Job:
+        """The ledger's verdict on the product's content: duplicates and late ones end here.
+
+        The key of the content is the product, not the file: the same product gzipped or under
+        another name is a duplicate, never a second output for one time step. A plain
+        product's bytes are its encoding already (byte-identical); only a container is encoded
+        again.
+        """
+        fld = job.fld
+        plain = radolan.io.sniff(job.data) == "product"
+        job.sha256 = hashlib.sha256(job.data if plain else radolan.encode(fld)).hexdigest()
+        self.catalog[(fld.product, fld.time)] = job.arrival.path
+        job.verdict = self.ledger.classify(fld.product, fld.time, job.sha256)
+        if job.verdict in (Verdict.DUPLICATE, Verdict.LATE):
+            outcome = Outcome.DUPLICATE if job.verdict is Verdict.DUPLICATE else Outcome.LATE
+            raise Skip(Result(outcome, fld.product, fld.time))
         self.metrics.last_input_nominal.labels(fld.product).set(fld.time.timestamp())
+        return job
 
-        t = time.perf_counter()
-        report = holes.detect(fld)
-        holes_s = time.perf_counter() - t
-        wait = self.config.late_radar_wait_s - (self.clock() - arrival.seen)
-        if report.pixels and verdict is Verdict.NEW and wait > 0:
+    def holes(self, job: Job) -> Job:
+        """The failure holes; a new field with holes is held for a late radar first."""
+        job.report = holes.detect(job.fld)
+        wait = self.config.late_radar_wait_s - (self.clock() - job.arrival.seen)
+        if job.report.pixels and job.verdict is Verdict.NEW and wait > 0:
             raise NotReadyError("holding a field with failure holes for a late radar", wait)
+        return job
 
-        t = time.perf_counter()
-        context = self.window.context(fld, bool(report.pixels))
-        values, method, fallback = self._infill(fld, report, context.frames)
+    def infill(self, job: Job) -> Job:
+        """The window's context and the infilled values (None for a pass-through)."""
+        fld, report = job.fld, job.report
+        job.context = self.window.context(fld, bool(report.pixels))
+        job.values, job.method, job.fallback = self._infill(fld, report, job.context.frames)
         newest = self.complete.get(fld.product)
         if not report.pixels and (newest is None or newest[0].time <= fld.time):
-            self.complete[fld.product] = (fld, context.frames)
-        infill_s = time.perf_counter() - t
+            self.complete[fld.product] = (fld, job.context.frames)
+        return job
 
-        current = self.ledger.current(fld.product, fld.time)
-        version = 1 if current is None else current.version + 1
+    def write(self, job: Job) -> Job:
+        """Every output of the next version (see :class:`~radinfill.daemon.outputs.Writer`)."""
+        fld, report, path = job.fld, job.report, job.arrival.path
+        job.current = self.ledger.current(fld.product, fld.time)
+        version = 1 if job.current is None else job.current.version + 1
         try:
-            targets = outputs.output_paths(
+            job.targets = outputs.output_paths(
                 self.config.outgoing, self.config.output_name, path.name, fld
             )
         except outputs.OutputPathError as err:  # never written outside the output tree
-            return self._quarantine(path, data, "unsupported", str(err))
-        details = {
+            raise Quarantine("unsupported", str(err)) from None
+        job.details = {
             "hole_pixels": report.pixels,
             "hole_fraction": report.pixels / max(int(report.coverage.sum()), 1),
             "missing_radars": sorted(report.missing_radars),
             "causes": dict(report.causes),
-            "method": method,
-            "fallback": fallback,
-            "window_frames": len(context.present),
-            "window_present": sum(context.present),
-            "window_fill": context.fill,
+            "method": job.method,
+            "fallback": job.fallback,
+            "window_frames": len(job.context.present),
+            "window_present": sum(job.context.present),
+            "window_fill": job.context.fill,
         }
-        t = time.perf_counter()
-        written = self.writer.write(
-            targets,
-            source=data,
+        job.written = self.writer.write(
+            job.targets,
+            source=job.data,
             field=fld,
             hole=report.failure,
-            values=values,
-            provenance=self._provenance(path, sha256, version, details),
-            record=self._record(arrival, fld, sha256, version, verdict, details),
+            values=job.values,
+            provenance=self._provenance(path, job.sha256, version, job.details),
+            record=self._record(job.arrival, fld, job.sha256, version, job.verdict, job.details),
         )
-        write_s = time.perf_counter() - t
-        entry = self.ledger.record(
+        return job
+
+    def record(self, job: Job) -> Job:
+        """The version in the ledger (after every output: a crash before re-runs it), the
+        superseded outputs removed, then the ``latest`` link and the hook."""
+        fld = job.fld
+        job.entry = self.ledger.record(
             fld.product,
             fld.time,
-            sha256,
-            str(path),
-            [str(p) for p in written],
-            method=method,
-            hole_pixels=report.pixels,
+            job.sha256,
+            str(job.arrival.path),
+            [str(p) for p in job.written],
+            method=job.method,
+            hole_pixels=job.report.pixels,
         )
-        self.ledger.note_file(str(path), stat.st_size, stat.st_mtime_ns, "done")
-        if current is not None:
-            _remove_superseded(current.outputs, written)
-        self._after_write(targets, written, fld.time)
-        timings = {"read": read_s, "holes": holes_s, "infill": infill_s, "write": write_s}
-        outcome = Outcome.PROCESSED if values is not None else Outcome.PASSTHROUGH
-        details |= {"verdict": verdict.value, "timings_s": timings}
-        return Result(outcome, fld.product, fld.time, entry.version, tuple(written), details)
+        self._note(job, "done")
+        if job.current is not None:
+            _remove_superseded(job.current.outputs, job.written)
+        self._after_write(job.targets, job.written, fld.time)
+        return job
+
+    def _note(self, job: Job, outcome: str) -> None:
+        """Remember the file as read (size and mtime of the stat taken before reading)."""
+        stat = job.stat
+        self.ledger.note_file(str(job.arrival.path), stat.st_size, stat.st_mtime_ns, outcome)
 
     def _read(self, path: Path) -> tuple[bytes, os.stat_result]:
         """The file's bytes and its stat, retried on transient errors; oversized files are
@@ -306,7 +408,7 @@ class Pipeline:
     def _count_retry(self, op: str) -> None:
         self.metrics.io_retries_total.labels(op).inc()
 
-    def _unreadable(self, arrival: Arrival, data: bytes, err: RadolanError) -> Result:
+    def _unreadable(self, arrival: Arrival, data: bytes, err: RadolanError) -> Exception:
         """Retry a possibly incomplete file until its settle deadline; else quarantine.
 
         An empty file is incomplete too: a writer that creates the file, closes it and opens
@@ -315,8 +417,8 @@ class Pipeline:
         kind = "truncated" if not data else err.kind
         age = time.monotonic() - arrival.seen_monotonic
         if kind == "truncated" and age < self.config.settle_timeout_s:
-            raise NotReadyError(str(err), INCOMPLETE_RETRY_S)
-        return self._quarantine(arrival.path, data, kind, str(err))
+            return NotReadyError(str(err), INCOMPLETE_RETRY_S)
+        return Quarantine(kind, str(err))
 
     def _check(self, fields: list[Field], name: str) -> Result | tuple[str, str] | None:
         """None if the file is one usable product; an ignore Result, or (kind, reason) to

@@ -505,8 +505,6 @@ class Service:
             self.latencies.append(done - arrival.seen)
             nominal_lag = done - result.nominal.timestamp()
             metrics.nominal_latency_seconds.labels(product).observe(max(nominal_lag, 0.0))
-            for stage, seconds in result.details["timings_s"].items():
-                metrics.stage_seconds.labels(stage).observe(seconds)
             metrics.hole_fraction.labels(product).set(result.details["hole_fraction"])
             metrics.hole_pixels.labels(product).observe(result.details["hole_pixels"])
             metrics.missing_radars.labels(product).set(len(result.details["missing_radars"]))
