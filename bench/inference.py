@@ -5,7 +5,7 @@ Usage: ``python bench/inference.py [--grid 900x900] [--window 6] [--repeat 1] [-
 
 Input: a synthetic ``mixed`` RY-like sequence (:func:`radinfill.synth.sequence`, mm per 5 min)
 of ``window`` frames with the 150 km disc of the wettest radar site cut out of the last three
-frames (:func:`radinfill.train.evaluate.wettest_disc_outage`), as in a persisting outage.
+frames (:func:`radinfill.cuts.wettest_disc_outage`), as in a persisting outage.
 Each variant is an untrained network of its default size (speed does not depend on the
 weights). Latency is per new field as the service computes it: the whole window is recomputed
 (``InfillEngine.infill``: features incl. the motion estimate, one forward pass, write-back);
@@ -38,8 +38,8 @@ REFERENCE = "advection"
 def case(grid: tuple[int, int], window: int) -> tuple[np.ndarray, np.ndarray]:
     """Frames (window, rows, cols) in mm per 5 min with the outage cut out, and the hole."""
     from radinfill import synth
+    from radinfill.cuts import wettest_disc_outage
     from radinfill.radolan import grid_for
-    from radinfill.train.evaluate import wettest_disc_outage
 
     frames = synth.sequence(grid, window, 5, "mixed", seed=0)
     outage = wettest_disc_outage(frames, grid_for(*grid), start=max(window - 3, 0), duration=3)

@@ -26,12 +26,6 @@ from radinfill.model import baselines
 __all__ = ["BASELINE_PREFIX", "LoadedModel", "ModelSlot", "load"]
 
 BASELINE_PREFIX = "baseline:"
-#: Tolerances of the golden-input check (mm per interval): float reordering on another device
-#: or thread count changes the last bits, a different model changes far more.
-GOLDEN_ATOL = 0.05
-GOLDEN_RTOL = 0.01
-#: Side of the synthetic field of the warm-up run (px).
-_WARMUP_SIZE = 128
 
 
 @dataclass(frozen=True)
@@ -113,8 +107,8 @@ def load(
         registry.check_permissions(path, (WEIGHTS, METADATA))
     engine = InfillEngine.from_checkpoint(path, device, fallback=fallback)
     if (path / registry.GOLDEN).exists():
-        registry.golden_check(engine, path, atol=GOLDEN_ATOL, rtol=GOLDEN_RTOL)
-    _warm_up(engine.infill)
+        registry.golden_check(engine, path)
+    _warm_up(engine)
     meta = engine.metadata
     return LoadedModel(
         method=engine.infill,
@@ -127,16 +121,15 @@ def load(
     )
 
 
-def _warm_up(method: Callable[..., np.ndarray]) -> None:
-    """One small inference, so one-off costs (allocator, kernels, CUDA context) are paid before
-    the service reports ready, and a model that cannot run at all fails here."""
-    yy, xx = np.mgrid[:_WARMUP_SIZE, :_WARMUP_SIZE]
-    rain = np.maximum(np.sin(xx / 9.0) * np.cos(yy / 13.0), 0).astype(np.float32)
-    frames = np.stack([np.roll(rain, k, axis=1) for k in range(3)])
-    hole = np.zeros(rain.shape, dtype=bool)
-    hole[40:80, 40:80] = True
-    out = method(frames, hole)
-    if out.shape != rain.shape or not np.isfinite(out[hole]).all():
+def _warm_up(engine: Any) -> None:
+    """One inference on the golden input (:func:`radinfill.model.registry.golden_input`), so
+    one-off costs (allocator, kernels, CUDA context) are paid before the service reports ready,
+    and a model that cannot run at all fails here."""
+    from radinfill.model import registry
+
+    frames, hole = registry.golden_input(engine.window, engine.interval_minutes)
+    out = engine.infill(frames, hole)
+    if out.shape != hole.shape or not np.isfinite(out[hole]).all():
         raise ValueError("warm-up inference returned a field of the wrong shape or non-finite")
 
 

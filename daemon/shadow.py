@@ -1,8 +1,9 @@
 """The online quality estimate: infill a known outage cut into a complete recent field.
 
 Real holes have no truth, so the live infill cannot be scored. Periodically the service takes
-the latest field of a product that had no failure hole, removes the disc of the radar whose
-failure would hide the most rain (:data:`OUTAGE_STEPS` steps long, ending at that field), runs
+the latest field of a product that had no failure hole, removes the disc of the radar that is
+wettest before and during an outage of :data:`OUTAGE_STEPS` steps ending at that field (the
+rule of ``radinfill evaluate``, :mod:`radinfill.cuts`), runs
 the live model as it would run on a real outage, and scores the result against the removed
 values. RMSE and CSI at 1 mm/h are exported as gauges: a model that degrades on today's weather
 shows up before anybody looks at a verification report.
@@ -14,9 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from radinfill import holes, scores
+from radinfill import cuts, scores
 from radinfill.radolan import Grid
-from radinfill.radolan.sites import OPERATIONAL, RADIUS_KM
 
 __all__ = ["OUTAGE_STEPS", "check", "cut_outage"]
 
@@ -27,25 +27,19 @@ CSI_THRESHOLD = 1.0
 
 
 def cut_outage(frames: np.ndarray, grid: Grid, steps: int = OUTAGE_STEPS) -> np.ndarray:
-    """The disc (bool ``(rows, cols)``) of the operational radar with the most rain in the last
-    frame, limited to pixels with data in the last ``steps`` frames.
+    """The outage (bool ``(T, rows, cols)``) over the last ``steps`` frames (fewer when the
+    window is shorter): the disc of the operational radar that is wettest before and during it
+    (:func:`radinfill.cuts.wettest_disc_outage`, the rule of ``radinfill evaluate``).
 
     Raises
     ------
     ValueError
-        If no radar disc with data reaches into the grid.
+        If fewer than two frames are given, or no radar disc with data reaches into the grid.
     """
-    complete = np.isfinite(frames[-steps:]).all(axis=0)
-    rain = np.nan_to_num(frames[-1])
-    best, most = None, -1.0
-    for site in OPERATIONAL:
-        disc = holes.coverage(grid, [site], RADIUS_KM) & complete
-        amount = float(rain[disc].sum()) if disc.any() else -1.0
-        if amount > most:
-            best, most = disc, amount
-    if best is None or not best.any():
-        raise ValueError(f"no radar disc with data reaches into grid {grid.name}")
-    return best
+    steps = min(steps, len(frames) - 1)
+    if steps < 1:
+        raise ValueError(f"a shadow check needs two frames or more, got {len(frames)}")
+    return cuts.wettest_disc_outage(frames, grid, start=len(frames) - steps, duration=steps)
 
 
 def check(
@@ -73,11 +67,9 @@ def check(
     dict
         ``rmse`` (mm/h), ``csi_1`` and ``hole_pixels`` of the synthetic outage.
     """
-    hole = cut_outage(frames, grid)
-    steps = min(OUTAGE_STEPS, len(frames))
-    observed = frames.copy()
-    observed[-steps:][:, hole] = np.nan
-    filled = method(observed, hole)
+    outage = cut_outage(frames, grid)
+    hole = outage[-1]
+    filled = method(cuts.cut(frames, outage), hole)
     to_rate = 60.0 / interval_minutes
     result = scores.evaluate(frames[-1] * to_rate, filled * to_rate, hole, (CSI_THRESHOLD,))
     key = f"csi_{scores.threshold_key(CSI_THRESHOLD)}"

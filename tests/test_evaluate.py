@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from radinfill import code_version, holes
+from radinfill import code_version, cuts, holes
 from radinfill.cli import main
 from radinfill.model import build, save_checkpoint
 from radinfill.radolan import grid_for
@@ -28,7 +28,7 @@ def _case(steps: int = 8, duration: int = 3) -> evaluate.Case:
     rng = np.random.default_rng(1)
     truth = rng.gamma(0.6, 1.0, size=(steps, *GRID.shape)).astype(np.float32)
     truth[:, :5, :] = np.nan  # a strip without data in every frame
-    hole = evaluate.wettest_disc_outage(
+    hole = cuts.wettest_disc_outage(
         truth, GRID, start=steps - duration, duration=duration, radius_km=40.0
     )
     return evaluate.Case("test", truth, hole, GRID, 5)
@@ -69,7 +69,7 @@ def test_outage_is_cut_into_the_complete_area_under_the_rain() -> None:
     row, col = (round(float(v)) for v in GRID.index(site.lon, site.lat))
     truth[:, max(row - 3, 0) : row + 3, max(col - 3, 0) : col + 3] = 5.0
     truth[:, :2, :] = np.nan
-    mask = evaluate.wettest_disc_outage(truth, GRID, start=3, duration=2, radius_km=30.0)
+    mask = cuts.wettest_disc_outage(truth, GRID, start=3, duration=2, radius_km=30.0)
     assert not mask[:3].any()
     assert not mask[5:].any()
     expected = holes.coverage(GRID, [site.id], 30.0) & np.isfinite(truth).all(axis=0)

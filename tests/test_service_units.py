@@ -493,11 +493,14 @@ def _rain_frames(grid_shape: tuple[int, int], at: tuple[int, int], steps: int = 
     return frames
 
 
-def test_cut_outage_takes_the_disc_with_the_most_rain_where_data_is_complete() -> None:
+def test_cut_outage_takes_the_wettest_disc_where_data_is_complete() -> None:
     grid = grid_for(200, 200)
     frames = _rain_frames(grid.shape, (20, 30))
     frames[-1, :, 150:] = np.nan  # no data there in the last frame
-    disc = shadow.cut_outage(frames, grid)
+    outage = shadow.cut_outage(frames, grid)
+    disc = outage[-1]
+    assert (outage[-shadow.OUTAGE_STEPS :] == disc).all()  # the last steps, one disc
+    assert not outage[: -shadow.OUTAGE_STEPS].any()
     assert disc[20, 30]
     assert not disc[:, 150:].any()
     wet = [s for s in OPERATIONAL if holes.coverage(grid, [s], RADIUS_KM)[20, 30]]
@@ -526,7 +529,7 @@ def test_shadow_check_scores_the_method_on_the_removed_values() -> None:
     perfect = shadow.check(frames, grid, 5, oracle)
     assert perfect["rmse"] == 0.0
     assert perfect["csi_1"] == 1.0
-    hole = shadow.cut_outage(frames, grid)
+    hole = shadow.cut_outage(frames, grid)[-1]
     assert perfect["hole_pixels"] == hole.sum() > 0
     (given,) = seen
     assert np.isnan(given[-shadow.OUTAGE_STEPS :][:, hole]).all()  # the outage, 3 steps long

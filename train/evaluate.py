@@ -29,7 +29,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,12 +39,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from radinfill import atomic, code_version, holes, report, scores, synth
+from radinfill import atomic, code_version, cuts, report, scores, synth
 from radinfill.model import envelope, features
 from radinfill.model.features import DEFAULT_WINDOW
 from radinfill.radolan import Grid, grid_for, read
 from radinfill.radolan.grids import parse_size
-from radinfill.radolan.sites import OPERATIONAL, RADIUS_KM
+from radinfill.radolan.sites import RADIUS_KM
 
 if TYPE_CHECKING:
     from radinfill.model.engine import InfillEngine
@@ -101,57 +101,6 @@ class Case:
         return np.flatnonzero(self.hole.any(axis=(1, 2)))
 
 
-def wettest_disc_outage(
-    truth: np.ndarray,
-    grid: Grid,
-    *,
-    start: int,
-    duration: int,
-    radius_km: float = RADIUS_KM,
-) -> np.ndarray:
-    """Outage mask (T, rows, cols): the disc of the site that is wettest when it fails and after.
-
-    A site's wetness is the smaller of its rain in the frame before the outage and its mean
-    rain during it: rain only arriving after the failure (pure inflow, which no causal method
-    can see) or only leaving before it (a dry hole) does not make a representative case. Only
-    pixels with data in every frame are cut (a real sequence's no-data stays no-data), and only
-    sites whose disc reaches into the grid are considered.
-    """
-    discs = (holes.coverage(grid, [site], radius_km) for site in OPERATIONAL)
-    disc, _ = _wettest(truth, discs, start=start, duration=duration)
-    if disc is None:
-        raise ValueError(f"no radar disc of {radius_km} km reaches into grid {grid.name}")
-    return _outage(truth.shape, disc, start, duration)
-
-
-def _wettest(
-    truth: np.ndarray, discs: Iterable[np.ndarray], *, start: int, duration: int
-) -> tuple[np.ndarray | None, float]:
-    """The candidate disc (cut to complete pixels) that is wettest before and during an
-    outage at ``start`` (see :func:`wettest_disc_outage`), and its rain; None without one."""
-    if start < 1:
-        raise ValueError(f"an outage needs at least one frame before it, starts at {start}")
-    steps = slice(start, start + duration)
-    complete = np.isfinite(truth).all(axis=0)
-    before = np.nan_to_num(truth[start - 1])
-    during = np.nan_to_num(truth[steps]).mean(axis=0)  # only complete pixels are compared
-    best, best_rain = None, -1.0
-    for candidate in discs:
-        disc = candidate & complete
-        if not disc.any():
-            continue
-        rain = min(float(before[disc].sum()), float(during[disc].sum()))
-        if rain > best_rain:
-            best, best_rain = disc, rain
-    return best, best_rain
-
-
-def _outage(shape: tuple[int, ...], disc: np.ndarray, start: int, duration: int) -> np.ndarray:
-    mask = np.zeros(shape, dtype=bool)
-    mask[start : start + duration] = disc
-    return mask
-
-
 def synthetic_case(
     preset: str,
     *,
@@ -175,7 +124,9 @@ def synthetic_case(
             f"{FUTURE_STEPS} later frames"
         )
     truth = synth.sequence(grid, steps, interval_minutes, preset, seed)
-    hole = wettest_disc_outage(truth, grid, start=start, duration=duration, radius_km=radius_km)
+    hole = cuts.wettest_disc_outage(
+        truth, grid, start=start, duration=duration, radius_km=radius_km
+    )
     return Case(f"synthetic {preset} seed {seed}", truth, hole, grid, interval_minutes)
 
 
@@ -210,7 +161,7 @@ def real_case(
     start = len(fields) - duration - FUTURE_STEPS
     if start < 1:
         raise ValueError(f"{len(fields)} fields are too few for a {duration}-step outage")
-    hole = wettest_disc_outage(
+    hole = cuts.wettest_disc_outage(
         truth, first.grid, start=start, duration=duration, radius_km=radius_km
     )
     label = name or f"{first.product} {first.time:%Y-%m-%d %H:%M}"
@@ -229,7 +180,7 @@ def rate_case(
 
     These grids have no RADOLAN radar sites, so the candidate discs lie on a lattice (half a
     radius apart) inside the area with data in every frame; the outage is the wettest disc
-    and time (:func:`wettest_disc_outage`'s rule) among starts every ``duration`` steps that
+    and time (:func:`radinfill.cuts.wettest`'s rule) among starts every ``duration`` steps that
     leave a full window before it and :data:`FUTURE_STEPS` frames after it.
     """
     from radinfill.train.data import rate_frames
@@ -239,21 +190,17 @@ def rate_case(
     with np.load(path) as z:
         interval = int(z["interval_minutes"])
     steps, rows, cols = truth.shape
-    row, col = np.ogrid[:rows, :cols]
-    centres = itertools.product(
-        range(radius_px, rows - radius_px, radius_px // 2),
-        range(radius_px, cols - radius_px, radius_px // 2),
-    )
-    discs = [(row - r) ** 2 + (col - c) ** 2 < radius_px**2 for r, c in centres]
+    discs = cuts.lattice_discs((rows, cols), radius_px)
     starts = range(WINDOW, steps - duration - FUTURE_STEPS + 1, duration)
     if not starts:
         raise ValueError(f"{path}: {steps} frames are too few for a {duration}-step outage")
-    found = [(*_wettest(truth, discs, start=t, duration=duration), t) for t in starts]
+    found = [(*cuts.wettest(truth, discs, start=t, duration=duration), t) for t in starts]
     disc, _, start = max(found, key=lambda item: item[1])
     if disc is None:
         raise ValueError(f"{path}: no disc of {radius_px} px has data in every frame")
     grid = Grid(f"{path.stem} {rows}x{cols}", rows, cols, 1000.0, 0.0, 0.0)
-    return Case(path.stem, truth, _outage(truth.shape, disc, start, duration), grid, interval)
+    hole = cuts.outage_mask(truth.shape, disc, start, duration)
+    return Case(path.stem, truth, hole, grid, interval)
 
 
 def infill_sequence(
@@ -272,7 +219,7 @@ def infill_sequence(
     hold nothing to advect into the hole. ``future`` is ``observed[t + 1 : t + 1 +
     future_steps]`` (None at the end of the sequence).
     """
-    observed = np.where(case.hole, np.nan, case.truth).astype(np.float32)
+    observed = cuts.cut(case.truth, case.hole).astype(np.float32, copy=False)
     active = case.hole.any(axis=(1, 2))
     output = case.truth.copy()
     for t in case.steps:
@@ -445,7 +392,7 @@ def safety_cases() -> dict[str, Case]:
     moving = np.clip(moving, 0.0, None)
     moving *= 90.0 * per_step / moving.max()
     grid = Grid(f"safety {rows}x{cols}", rows, cols, 1000.0, 0.0, 0.0)
-    hole = _outage(
+    hole = cuts.outage_mask(
         (SAFETY_STEPS, rows, cols),
         centre < SAFETY_HOLE_RADIUS**2,
         SAFETY_STEPS - SAFETY_OUTAGE_STEPS,
