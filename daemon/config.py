@@ -377,10 +377,9 @@ class _Checker:
         if not isinstance(value, str) or not value:
             self.problems.append(f"service.{key} must be a path or baseline:NAME")
             return None
-        if value.startswith("baseline:"):
-            from radinfill.model import baselines
+        from radinfill.model import baselines
 
-            name = value.removeprefix("baseline:")
+        if (name := baselines.spec_method(value)) is not None:
             if name not in baselines.list_methods() or not baselines.is_causal(name):
                 self.problems.append(f"service.model: {name!r} is not a causal baseline")
             return value

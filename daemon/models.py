@@ -23,9 +23,7 @@ import numpy as np
 
 from radinfill.model import baselines
 
-__all__ = ["BASELINE_PREFIX", "LoadedModel", "ModelSlot", "load"]
-
-BASELINE_PREFIX = "baseline:"
+__all__ = ["LoadedModel", "ModelSlot", "load"]
 
 
 @dataclass(frozen=True)
@@ -90,8 +88,7 @@ def load(
         When the model directory or a file in it is writable by others, a release fails its
         checksums or golden check, or a checkpoint cannot be loaded.
     """
-    if spec.startswith(BASELINE_PREFIX):
-        name = spec.removeprefix(BASELINE_PREFIX)
+    if (name := baselines.spec_method(spec)) is not None:
         causal = baselines.is_causal(name)
         if not causal and not offline:
             raise ValueError(f"{spec}: the service needs a causal baseline")

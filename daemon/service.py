@@ -54,6 +54,7 @@ from radinfill.daemon.pipeline import NotReadyError, Outcome, Pipeline, Result
 from radinfill.daemon.sdnotify import Notifier, watchdog_interval
 from radinfill.daemon.telemetry import Metrics, MetricsServer, configure_logging
 from radinfill.daemon.watcher import Watcher, scan
+from radinfill.model import baselines
 
 __all__ = ["Service"]
 
@@ -328,7 +329,7 @@ class Service:
             if not startup:
                 raise
             _log.error("model_load_failed", model=spec, error=str(err), using=self.config.fallback)
-            return models.load(models.BASELINE_PREFIX + self.config.fallback)
+            return models.load(baselines.method_spec(self.config.fallback))
         self.metrics.model_reloads_total.labels("ok").inc()
         return model
 

@@ -503,6 +503,22 @@ _REGISTRY: MappingProxyType[str, _Entry] = MappingProxyType(
 )
 
 
+#: Prefix of a model spec that names a classical method. A model spec, wherever one model is
+#: chosen (``[service] model``, ``--model``), is ``baseline:NAME`` or the path of a model
+#: registry, release or checkpoint directory.
+SPEC_PREFIX = "baseline:"
+
+
+def spec_method(spec: str) -> str | None:
+    """The method a model spec names (``baseline:NAME``), or None for a path."""
+    return spec.removeprefix(SPEC_PREFIX) if spec.startswith(SPEC_PREFIX) else None
+
+
+def method_spec(name: str) -> str:
+    """The model spec of the method ``name``."""
+    return SPEC_PREFIX + name
+
+
 def list_methods() -> list[str]:
     """Names of all registered methods, sorted."""
     return sorted(_REGISTRY)

@@ -73,8 +73,6 @@ PRECISIONS: Mapping[str, torch.dtype | None] = {
     "bf16": torch.bfloat16,
     "fp16": torch.float16,
 }
-#: Prefix of a :func:`method_from_spec` spec that names a checkpoint instead of a baseline.
-CHECKPOINT_PREFIX = "checkpoint:"
 #: Fallback counter keys (see :attr:`InfillEngine.fallbacks`).
 CUDA_TO_CPU = "cuda_to_cpu"
 MODEL_TO_BASELINE = "model_to_baseline"
@@ -432,38 +430,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but no CUDA device is available")
     return resolved
-
-
-def method_from_spec(spec: str, *, device: str = "auto") -> baselines.InfillMethod:
-    """An infill method under the baseline call contract from a name or a checkpoint.
-
-    Parameters
-    ----------
-    spec
-        A baseline name (:func:`radinfill.model.baselines.list_methods`) or
-        ``checkpoint:PATH`` for a model checkpoint directory.
-    device
-        Device of a checkpoint's engine (see :class:`InfillEngine`).
-
-    Returns
-    -------
-    InfillMethod
-        ``method(frames, hole, future=None) -> (rows, cols) float32``; for a checkpoint the
-        bound :meth:`InfillEngine.infill` (its engine is ``method.__self__``).
-
-    Raises
-    ------
-    ValueError
-        For an unknown baseline name or an empty checkpoint path.
-    CheckpointError
-        If the checkpoint cannot be loaded.
-    """
-    if spec.startswith(CHECKPOINT_PREFIX):
-        path = spec.removeprefix(CHECKPOINT_PREFIX)
-        if not path:
-            raise ValueError(f"method spec {spec!r} names no checkpoint path")
-        return InfillEngine.from_checkpoint(path, device).infill
-    return baselines.get_method(spec)
 
 
 def tile_spans(size: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:

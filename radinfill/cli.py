@@ -67,11 +67,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from radinfill.train import evaluate
 
     names = args.method or baselines.list_methods()
-    # --method checkpoint:PATH is --checkpoint PATH (torch is loaded only for models)
-    prefix = "checkpoint:"
-    paths = [*(args.checkpoint or [])]
-    paths += [n.removeprefix(prefix) for n in names if n.startswith(prefix)]
-    methods = {n: baselines.get_method(n) for n in names if not n.startswith(prefix)}
+    methods = {n: baselines.get_method(n) for n in names}
+    paths = args.checkpoint or []
     models = evaluate.model_methods(paths, taken=methods) if paths else []
     specs = args.data or _held_out_specs(args.samples)
     result = evaluate.run(specs, methods, Path(args.out), models=models)
@@ -516,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         action="append",
         metavar="NAME",
-        help="baseline name or checkpoint:PATH of a model (repeatable; default: every baseline)",
+        help="classical method (repeatable; default: every one); models: --checkpoint",
     )
     evaluate.add_argument(
         "--checkpoint",

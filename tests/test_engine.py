@@ -18,12 +18,10 @@ import xarray as xr
 from radinfill import holes, radolan
 from radinfill.cli import main
 from radinfill.model import baselines, build, engine, save_checkpoint
-from radinfill.model.checkpoint import CheckpointError
 from radinfill.model.engine import (
     CUDA_TO_CPU,
     MODEL_TO_BASELINE,
     InfillEngine,
-    method_from_spec,
     ramp,
     tile_spans,
 )
@@ -297,29 +295,6 @@ def release(tmp_path: Path) -> Path:
     """A tiny untrained checkpoint for hourly RW (the fastest variant: 900 x 900 fields)."""
     model = build("baseline", widths=(4, 8), kernels=(3, 3))
     return save_checkpoint(model, tmp_path / "release", {"product": "RW", "interval_minutes": 60})
-
-
-def test_method_from_spec_for_a_baseline() -> None:
-    frames, hole = rain_case()
-    method = method_from_spec("Laplace")
-    laplace = baselines.get_method("laplace")(frames, hole)
-    assert np.array_equal(method(frames, hole), laplace, equal_nan=True)
-    with pytest.raises(ValueError, match="unknown infill method"):
-        method_from_spec("kriging")
-
-
-def test_method_from_spec_for_a_checkpoint(release: Path) -> None:
-    frames, hole = rain_case()
-    method = method_from_spec(f"checkpoint:{release}", device="cpu")
-    assert_contract(frames, hole, method(frames, hole))
-    infill = method.__self__  # type: ignore[attr-defined]
-    assert (infill.window, infill.interval_minutes) == (6, 60)
-    assert infill.provenance["infill_checkpoint"] == str(release)
-    assert len(infill.provenance["infill_checkpoint_sha256"]) == 64
-    with pytest.raises(ValueError, match="names no checkpoint"):
-        method_from_spec("checkpoint:")
-    with pytest.raises(CheckpointError):
-        method_from_spec(f"checkpoint:{release / 'missing'}")
 
 
 # --- radinfill infill --------------------------------------------------------------------------

@@ -261,8 +261,8 @@ def test_evaluate_checkpoints_with_markdown_and_html_reports(tmp_path: Path) -> 
     second = _tiny_checkpoint(tmp_path / "second", 2)
     spec = "synth:stratiform:seed=4:grid=64x64:steps=8:duration=3:radius=30"
     out = tmp_path / "out"
-    argv = ["evaluate", "--method", "persistence", "--method", f"checkpoint:{second}"]
-    argv += ["--checkpoint", str(first), "--data", spec, "--data", spec.replace("4", "5", 1)]
+    argv = ["evaluate", "--method", "persistence", "--checkpoint", str(first)]
+    argv += ["--checkpoint", str(second), "--data", spec, "--data", spec.replace("4", "5", 1)]
     assert main([*argv, "--out", str(out)]) == 0
     per_case = json.loads((out / "scores.json").read_text())
     methods = ["persistence", "baseline@first", "baseline@second"]  # one variant: disambiguated
