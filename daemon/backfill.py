@@ -51,6 +51,7 @@ import structlog
 
 from radinfill import atomic, radolan
 from radinfill.daemon import models, outputs
+from radinfill.daemon.catalog import Catalog
 from radinfill.daemon.config import ServiceConfig
 from radinfill.daemon.intake import Arrival, sniff_key
 from radinfill.daemon.ledger import Ledger
@@ -287,7 +288,7 @@ def backfill(
             slot=ModelSlot(model),
             metrics=metrics,
             catalog=catalog,
-            locate=lambda product, nominal: catalog.get((product, nominal)),
+            locate=catalog.get,
             stop=stop,
         )
         for item in todo:
@@ -395,12 +396,13 @@ def _order(item: Item) -> tuple[Any, ...]:
     return (item.time is not None, item.time or datetime.min, item.mtime_ns, str(item.path))
 
 
-def _catalog(items: Sequence[Item]) -> dict[tuple[str, datetime], Path]:
-    """(product, time) -> the newest file of that time: the window's context from disk."""
-    catalog: dict[tuple[str, datetime], Path] = {}
+def _catalog(items: Sequence[Item]) -> Catalog:
+    """(product, time) -> the newest file of that time: the window's context from disk (the
+    whole plan: an archive needs every field it holds)."""
+    catalog = Catalog(keep=None)
     for item in items:  # in plan order: a later file of the same time wins
         if item.product is not None and item.time is not None:
-            catalog[(item.product, item.time)] = item.path
+            catalog.note(item.product, item.time, item.path)
     return catalog
 
 

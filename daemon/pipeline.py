@@ -49,6 +49,7 @@ import structlog
 
 from radinfill import code_version, holes, radolan
 from radinfill.daemon import outputs
+from radinfill.daemon.catalog import Catalog
 from radinfill.daemon.config import ServiceConfig
 from radinfill.daemon.faults import Faults
 from radinfill.daemon.intake import Arrival, NotRegularFileError, open_input
@@ -165,8 +166,8 @@ class Pipeline:
     ledger, window, slot, writer, metrics
         The service's state and collaborators.
     catalog
-        (product, nominal time) -> input path of every decoded input: the window loads context
-        from it; the pipeline adds to it.
+        Where each field's input is (:class:`~radinfill.daemon.catalog.Catalog`): the window
+        loads context through it; the pipeline notes every input it decodes.
     clock
         Wall-clock time (injected for tests).
     """
@@ -180,7 +181,7 @@ class Pipeline:
         slot: ModelSlot,
         writer: outputs.Writer,
         metrics: Metrics,
-        catalog: dict[tuple[str, datetime], Path],
+        catalog: Catalog,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config, self.ledger, self.window, self.slot = config, ledger, window, slot
@@ -200,7 +201,7 @@ class Pipeline:
         ledger: Ledger,
         slot: ModelSlot,
         metrics: Metrics,
-        catalog: dict[tuple[str, datetime], Path],
+        catalog: Catalog,
         locate: Locate,
         stop: threading.Event,
     ) -> Pipeline:
@@ -306,7 +307,7 @@ class Pipeline:
         fld = job.fld
         plain = radolan.io.sniff(job.data) == "product"
         job.sha256 = hashlib.sha256(job.data if plain else radolan.encode(fld)).hexdigest()
-        self.catalog[(fld.product, fld.time)] = job.arrival.path
+        self.catalog.note(fld.product, fld.time, job.arrival.path)
         job.verdict = self.ledger.classify(fld.product, fld.time, job.sha256)
         if job.verdict in (Verdict.DUPLICATE, Verdict.LATE):
             outcome = Outcome.DUPLICATE if job.verdict is Verdict.DUPLICATE else Outcome.LATE

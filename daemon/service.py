@@ -47,8 +47,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from radinfill import code_version, permissions
 from radinfill.daemon import models, outputs, shadow
+from radinfill.daemon.catalog import Catalog
 from radinfill.daemon.config import ServiceConfig
-from radinfill.daemon.intake import Arrival, WorkQueue, settled, sniff_key
+from radinfill.daemon.intake import Arrival, WorkQueue, settled
 from radinfill.daemon.ledger import Ledger, LedgerError, is_damage
 from radinfill.daemon.pipeline import NotReadyError, Outcome, Pipeline, Result
 from radinfill.daemon.sdnotify import Notifier, watchdog_interval
@@ -140,8 +141,7 @@ class Service:
         self.reload_event = threading.Event()
         self.shadow_due = threading.Event()
         self.queue = WorkQueue()
-        self.catalog: dict[tuple[str, datetime], Path] = {}
-        self._sniffed: set[Path] = set()
+        self.catalog = Catalog()
         #: Inputs whose processing failed: path -> (failures, monotonic time of the next try);
         #: reconcile scans retry them with exponential backoff instead of every scan.
         self._failures: dict[Path, tuple[int, float]] = {}
@@ -373,37 +373,31 @@ class Service:
         assert self.ledger is not None
         queued = 0
         retries = 0
+        present: set[Path] = set()
         for path in scan(self.config.incoming, self.config.patterns):
             try:
                 st = path.stat()
             except FileNotFoundError:
                 continue
+            present.add(path)
             if self.ledger.known_file(str(path), st.st_size, st.st_mtime_ns) is not None:
                 continue
             if time.monotonic() < self._failures.get(path, (0, 0.0))[1]:
                 continue
-            self._catalog(path)
+            self.catalog.note_file(path)
             if self.queue.put(Arrival.now(path, "scan")):
                 queued += 1
                 retries += path in self._failures
+        for gone in set(self._failures) - present:  # a failed file removed upstream
+            self._failures.pop(gone, None)
         missed = queued - retries
         if missed and not startup:
             self.metrics.reconcile_found_total.inc(missed)
             _log.warning("reconcile_found_files", count=missed)
         return queued
 
-    def _catalog(self, path: Path) -> None:
-        """Remember (product, time) -> path from a file's header, so the window finds context
-        among inputs not processed yet (a backlog, a burst worked newest first)."""
-        if path in self._sniffed:
-            return
-        self._sniffed.add(path)
-        key = sniff_key(path)
-        if key is not None:
-            self.catalog.setdefault(key, path)
-
     def _locate(self, product: str, nominal: datetime) -> Path | None:
-        path = self.catalog.get((product, nominal))
+        path = self.catalog.get(product, nominal)
         if path is not None:
             return path
         if self.ledger is None:
@@ -433,7 +427,8 @@ class Service:
         assert self.ledger is not None
         cutoff = datetime.now(UTC) - timedelta(days=self.config.retention_days)
         removed = self.ledger.prune(cutoff)
-        _log.info("ledger_pruned", rows=removed, before=cutoff)
+        forgotten = self.catalog.prune(cutoff)
+        _log.info("ledger_pruned", rows=removed, catalog=forgotten, before=cutoff)
 
     # -- work --------------------------------------------------------------------------------
 
@@ -452,7 +447,7 @@ class Service:
     def _handle(self, arrival: Arrival) -> None:
         assert self.pipeline is not None
         for path in self.queue.paths():
-            self._catalog(path)
+            self.catalog.note_file(path)
         try:
             ready, arrival = settled(arrival, self.config.settle_s)
             overdue = time.monotonic() - arrival.seen_monotonic > self.config.settle_timeout_s

@@ -968,6 +968,25 @@ def test_a_retried_failure_is_not_counted_as_a_missed_event(
         assert count(service, "radinfill_reconcile_found_total") == 0
 
 
+def test_a_failed_file_removed_upstream_is_forgotten(
+    stream: StreamManifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's memory of failures does not grow with uptime: the next reconcile scan
+    forgets a failed file that is no longer there."""
+    config = make_config(tmp_path, reconcile_interval_s=0.3)
+    with running(config) as service:
+        assert service.pipeline is not None
+
+        def fail(arrival: Arrival) -> Result:
+            raise OSError(errno.EIO, "input/output error")
+
+        monkeypatch.setattr(service.pipeline, "process", fail)
+        path = deliver(stream.steps[0].path, _incoming(tmp_path))
+        wait_for(lambda: service._failures, SLOW, "the failure")
+        path.unlink()
+        wait_for(lambda: not service._failures, SLOW, "the failure to be forgotten")
+
+
 class _Pings(Notifier):
     """A notifier that records the WATCHDOG=1 pings instead of sending them."""
 
