@@ -1,23 +1,31 @@
-"""Read DWD ODIM-HDF5 composites (RW, RV on the DE1200 WGS84 grid) into a :class:`Field`.
+"""Read DWD ODIM-HDF5 composites (RW, RV on the DE1200 WGS84 grid) into a :class:`Field`, and
+write an infilled field back as ODIM-HDF5 that mirrors the file it came from.
 
 ODIM stores rows north first; they are flipped so that row 0 is south, like the binary
-products. ``nodata`` becomes NaN with the no-data flag set, ``undetect`` becomes 0. The
-header is synthesised from the ODIM attributes (``MS`` from ``how/nodes``, ``INT`` from
-the dataset start/end, ``VV`` from the end time minus the nominal time); it has no raw
-bytes, so such a field cannot be re-encoded as RADOLAN binary.
+products. ``nodata`` becomes NaN with the no-data flag set; ``undetect`` (measured, no echo)
+becomes 0 with the field's ``undetect`` plane set, so the two stay apart. The header is
+synthesised from the ODIM attributes (``MS`` from ``how/nodes`` less ``how/missing_nodes``,
+``INT`` from the dataset start/end, ``VV`` from the end time minus the nominal time); it has no
+raw bytes, so such a field cannot be re-encoded as RADOLAN binary. The file's bytes are kept as
+``Field.original``: :func:`encode` writes into a copy of them, so every group, attribute,
+dtype, chunk layout and compression filter of DWD's file survives, and an unmodified field
+gives back the very same bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 
 from radinfill.radolan.codec import Field
 from radinfill.radolan.errors import RadolanError
-from radinfill.radolan.grids import grid_for
+from radinfill.radolan.grids import Grid, grid_for
 from radinfill.radolan.header import Header
 
 _CORNER_TOLERANCE_DEG = 1e-4
@@ -25,18 +33,169 @@ _CORNER_TOLERANCE_DEG = 1e-4
 #: Checked before the data are read, so a file whose type claims kilobytes per pixel cannot
 #: make the reader allocate that many times the grid.
 _MAX_ITEMSIZE = 8
+#: The measured quantity of a DWD composite (the first dataset's first data group).
+DATA_PATH = "dataset1/data1/data"
+#: _Stored value of :func:`encode`'s quality field on infilled pixels (0 on all others).
+INFILLED = 1
+#: ``what`` of the quality field: the flag is stored as is; 255 and 254 never occur, because
+#: every pixel is either infilled or not (no missing or undetected state).
+QUALITY_WHAT = {"gain": 1.0, "offset": 0.0, "nodata": 255.0, "undetect": 254.0}
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """The measured quantity of an ODIM file as stored, and how to read it.
+
+    Attributes
+    ----------
+    codes
+        (rows, cols) stored numbers, north first, in the file's dtype.
+    gain, offset
+        Physical value = code x gain + offset (product unit, e.g. mm per interval).
+    nodata, undetect
+        The codes of "not measured" and "measured, no echo".
+    """
+
+    codes: np.ndarray
+    gain: float
+    offset: float
+    nodata: float
+    undetect: float
+
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(values float32 with NaN at no-data and 0 at undetect, nodata, undetect), north first."""
+        nodata = self.codes == self.nodata
+        undetect = (self.codes == self.undetect) & ~nodata
+        values = (self.codes * self.gain + self.offset).astype(np.float32)
+        values[undetect] = 0.0
+        values[nodata] = np.nan
+        return values, nodata, undetect
+
+    def quantize(self, values: np.ndarray, nodata: np.ndarray) -> np.ndarray:
+        """Codes of ``values`` (product unit) in the stored dtype: round((value - offset) / gain).
+
+        Integer codes saturate at the ends of the type; a value whose code would be the no-data
+        code is moved one code away from it, so that a measured value never reads back as
+        missing (DWD's no-data is the type's largest code: such values are far beyond any
+        rain amount). ``nodata`` pixels get the no-data code.
+        """
+        dtype = self.codes.dtype
+        counts = (np.asarray(values, dtype=np.float64) - self.offset) / self.gain
+        if dtype.kind in "ui":
+            bounds = np.iinfo(dtype)
+            counts = np.clip(np.rint(np.nan_to_num(counts)), bounds.min, bounds.max)
+            counts[counts == self.nodata] += -1 if self.nodata > bounds.min else 1
+        codes = counts.astype(dtype)
+        codes[nodata] = self.nodata
+        return codes
 
 
 def decode(data: bytes, *, source: str = "<bytes>") -> Field:
     """Decode ODIM-HDF5 bytes; every failure is a :class:`RadolanError`."""
     import h5py
 
+    with _translated(source), h5py.File(io.BytesIO(data), "r") as h5:
+        stored, grid = _read_stored(h5, source)
+        values, nodata, undetect = stored.planes()
+        header = _header(h5, stored, grid)
+    clear = np.zeros(grid.shape, dtype=bool)
+    return Field(
+        header.product,
+        header.time,
+        values[::-1],
+        nodata[::-1],
+        clear,
+        clear.copy(),
+        header,
+        grid,
+        source,
+        undetect=undetect[::-1],
+        original=bytes(data),
+    )
+
+
+def encode(field: Field) -> bytes:
+    """ODIM-HDF5 bytes of ``field``: its original file with the changed pixels rewritten and a
+    quality field that marks the infilled ones.
+
+    Every group, attribute, dataset, dtype, chunk layout and compression filter of
+    ``field.original`` is kept. Pixels whose value or no-data state differ from the original
+    are stored as round((value - offset) / gain) in the product's dtype (no-data and NaN as the
+    ``nodata`` code); all others keep their exact original codes (``undetect`` included). When
+    any pixel changed, ``dataset1/qualityN`` (the next free N) is added: ``how/task`` =
+    ``"radinfill <version>"``, ``what`` = :data:`QUALITY_WHAT`, ``data`` uint8 (north first, the
+    data's chunks and compression) = :data:`INFILLED` on *infilled* pixels (no-data in the
+    original, a value now), 0 elsewhere. An unmodified field gives ``field.original`` itself.
+
+    Raises
+    ------
+    RadolanError
+        ``unsupported`` if the field was not read from ODIM-HDF5 (no ``original``),
+        ``wrong_grid`` if its values do not match the original's grid, and the reader's kinds
+        if ``original`` is not a readable ODIM file.
+    """
+    import h5py
+
+    if not field.original:
+        raise RadolanError(
+            "field has no ODIM-HDF5 original to mirror", source=field.source, kind="unsupported"
+        )
+    with _translated(field.source), h5py.File(io.BytesIO(field.original), "r") as h5:
+        stored, _ = _read_stored(h5, field.source)
+    if field.values.shape != stored.codes.shape:
+        raise RadolanError(
+            f"values of shape {field.values.shape} do not match the ODIM grid {stored.codes.shape}",
+            source=field.source,
+            kind="wrong_grid",
+        )
+    before, was_nodata, _ = stored.planes()
+    after = np.asarray(field.values, dtype=np.float32)[::-1]
+    now_nodata = (np.asarray(field.nodata, dtype=bool) | np.isnan(field.values))[::-1]
+    changed = (now_nodata != was_nodata) | (~now_nodata & (after != before))
+    if not changed.any():
+        return field.original
+    codes = stored.codes.copy()
+    codes[changed] = stored.quantize(after[changed], now_nodata[changed])
+    with _translated(field.source):
+        return _rewrite(field.original, codes, was_nodata & ~now_nodata)
+
+
+def _rewrite(original: bytes, codes: np.ndarray, infilled: np.ndarray) -> bytes:
+    """A copy of ``original`` with ``codes`` stored as its data and the infill quality field."""
+    import h5py
+
+    from radinfill import code_version
+
+    buffer = io.BytesIO(original)
+    with h5py.File(buffer, "r+") as h5:
+        data = h5[DATA_PATH]
+        data[...] = codes
+        dataset = h5["dataset1"]
+        number = 1 + sum(1 for name in dataset if name.startswith("quality"))
+        quality = dataset.create_group(f"quality{number}")
+        for key, value in QUALITY_WHAT.items():
+            quality.require_group("what").attrs[key] = np.float64(value)
+        quality.require_group("how").attrs["task"] = np.bytes_(f"radinfill {code_version()}")
+        quality.create_dataset(
+            "data",
+            data=np.where(infilled, INFILLED, 0).astype(np.uint8),
+            chunks=data.chunks,
+            compression=data.compression,
+            compression_opts=data.compression_opts,
+            shuffle=data.shuffle,
+            fletcher32=data.fletcher32,
+        )
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _translated(source: str) -> Iterator[None]:
+    """Turn whatever h5py raises (OSError, KeyError, TypeError, ...) into a RadolanError."""
     try:
-        with h5py.File(io.BytesIO(data), "r") as h5:
-            return _decode(h5, source)
+        yield
     except RadolanError as err:
         raise err if err.source != "<bytes>" else err.with_source(source) from None
-    except Exception as err:  # h5py raises many kinds (OSError, KeyError, TypeError, ...)
+    except Exception as err:
         # HDF5's own diagnosis when the file is shorter than its superblock says
         cut = "truncated file" in str(err)
         raise RadolanError(
@@ -54,13 +213,22 @@ def _time(date: object, time: object) -> datetime:
     return datetime.strptime(_text(date) + _text(time)[:6], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
 
 
-def _decode(h5, source: str) -> Field:
+def _read_stored(h5, source: str) -> tuple[_Stored, Grid]:
+    """The checked measured quantity of an open ODIM file, and its grid.
+
+    Raises
+    ------
+    RadolanError
+        ``unsupported`` for a file that is not ODIM_H5 or stores no numbers of at most
+        8 bytes, ``wrong_grid`` if the data or corners do not match the DE1200 grid (or
+        another RADOLAN grid of that size), ``corrupt`` for non-finite scaling.
+    """
     if not _text(h5.attrs.get("Conventions", "")).startswith("ODIM_H5"):
         raise RadolanError("HDF5 file is not ODIM_H5", source=source, kind="unsupported")
-    where, what = h5["where"].attrs, h5["what"].attrs
+    where = h5["where"].attrs
     rows, cols = int(where["ysize"]), int(where["xsize"])
     grid = grid_for(rows, cols, "wgs84")
-    dataset = h5["dataset1/data1/data"]
+    dataset = h5[DATA_PATH]
     if dataset.shape != (rows, cols):
         raise RadolanError(
             f"data shape {dataset.shape} does not match {rows}x{cols}",
@@ -77,37 +245,42 @@ def _decode(h5, source: str) -> Field:
     scaling = h5["dataset1/data1/what"].attrs
     # Scalars (an array attribute would broadcast the comparisons beyond the grid).
     gain, offset = float(scaling["gain"]), float(scaling["offset"])
-    nodata_code, undetect_code = float(scaling["nodata"]), float(scaling["undetect"])
-    if not (math.isfinite(gain) and math.isfinite(offset)):
-        raise RadolanError(f"scaling gain {gain} or offset {offset} is not finite", source=source)
-    stored = np.asarray(dataset[()])[::-1]
-    nodata = stored == nodata_code
-    undetect = stored == undetect_code
-    values = (stored * gain + offset).astype(np.float32)
-    values[undetect] = 0.0
-    values[nodata] = np.nan
-    meta = h5["dataset1/what"].attrs
+    if not (math.isfinite(gain) and math.isfinite(offset)) or gain == 0:
+        raise RadolanError(f"scaling gain {gain} or offset {offset} is not usable", source=source)
+    codes = np.asarray(dataset[()])
+    return _Stored(codes, gain, offset, float(scaling["nodata"]), float(scaling["undetect"])), grid
+
+
+def _sites(how) -> tuple[str, ...]:
+    """Radar ids (``asb`` ...) of ``how/nodes`` (``'deasb','deboo',...``) less ``missing_nodes``."""
+
+    def ids(key: str) -> list[str]:
+        names = (s.strip("' ").removeprefix("de") for s in _text(how.get(key, "")).split(","))
+        return [name for name in names if name]
+
+    missing = set(ids("missing_nodes"))
+    return tuple(site for site in ids("nodes") if site not in missing)
+
+
+def _header(h5, stored: _Stored, grid: Grid) -> Header:
+    """A RADOLAN-like header of the ODIM attributes, so that code reading tokens works on both."""
+    what, meta = h5["what"].attrs, h5["dataset1/what"].attrs
     nominal = _time(what["date"], what["time"])
     start, end = (
         _time(meta["startdate"], meta["starttime"]),
         _time(meta["enddate"], meta["endtime"]),
     )
     product = _text(meta["prodname"]).split("_")[0].upper()
-    sites = tuple(
-        s.strip("' ").removeprefix("de") for s in _text(h5["how"].attrs.get("nodes", "")).split(",")
-    )
     tokens = {
-        "GP": (rows, cols),
+        "GP": grid.shape,
         "VS": 5,
-        "PR": round(math.log10(gain)) if gain > 0 else 0,
+        "PR": round(math.log10(abs(stored.gain))),
         "INT": int((end - start).total_seconds() // 60),
         "VV": int((end - nominal).total_seconds() // 60),
         "SW": _text(h5["how"].attrs.get("sw_version", "")),
-        "MS": tuple(s for s in sites if s),
+        "MS": _sites(h5["how"].attrs),
     }
-    header = Header(raw=b"", product=product, time=nominal, wmo="10000", tokens=tokens)
-    zeros = np.zeros((rows, cols), dtype=bool)
-    return Field(product, nominal, values, nodata, zeros, zeros.copy(), header, grid, source)
+    return Header(raw=b"", product=product, time=nominal, wmo="10000", tokens=tokens)
 
 
 def _check_corners(where, grid, source: str) -> None:
