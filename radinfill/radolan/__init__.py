@@ -1,7 +1,8 @@
 """RADOLAN codec: decode and encode DWD composites, read archives, grids and sites.
 
 Public API: :func:`decode`, :func:`encode`, :func:`read`, :func:`read_one`, :func:`write`,
-:func:`dumps`, :func:`dumps_tar`, :func:`build_header`, :class:`Field`, :class:`RadolanError`, :class:`Grid`, :func:`grid_for`.
+:func:`dumps`, :func:`dumps_tar`, :func:`build_header`, :class:`Field`, :class:`RadolanError`,
+:class:`Grid`, :func:`grid_for`.
 """
 
 from radinfill.radolan.codec import Field, decode, encode
