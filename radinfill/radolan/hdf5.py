@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -88,6 +88,177 @@ class _Stored:
         codes = counts.astype(dtype)
         codes[nodata] = self.nodata
         return codes
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How DWD writes a product as ODIM-HDF5 (as in its files of 2025), for :func:`build`.
+
+    Attributes
+    ----------
+    prodname, product
+        ``dataset1/what/prodname`` and ``product`` (the ODIM product type).
+    camethod
+        ``dataset1/how/camethod``, the compositing method (readers such as wradlib need it).
+    dtype
+        numpy dtype of the stored codes.
+    gain, offset, nodata, undetect
+        ``dataset1/data1/what``: value = code x gain + offset (mm per interval).
+    interval_minutes
+        Accumulation interval: ``dataset1/what`` start to end.
+    level
+        gzip level of the data (one chunk of the whole grid).
+    name
+        DWD's file name, formatted with ``time`` (nominal, UTC) and ``lead`` (minutes).
+    """
+
+    prodname: str
+    product: str
+    camethod: str
+    dtype: str
+    gain: float
+    offset: float
+    nodata: float
+    undetect: float
+    interval_minutes: int
+    level: int
+    name: str
+
+
+#: The ODIM products :func:`build` writes: hourly RW (``raa01-rw_10000-...-dwd---bin.hdf5``) and
+#: the 5-minute RV analysis/nowcast (the members of ``composite_rv_YYYYMMDD_HHMM.tar``).
+LAYOUTS = {
+    "RW": Layout(
+        "RW", "COMP", "RGA: STANDARD ADJUSTMENT WITH GAUGES", "u2", 0.1, 0.0, 65535.0, 0.0, 60, 4,
+        "raa01-rw_10000-{time:%y%m%d%H%M}-dwd---bin.hdf5",
+    ),
+    "RV": Layout(
+        "RV_top_view", "MAX", "DOMAIN", "u4", 0.001, -0.001, 4294967295.0, 0.0, 5, 6,
+        "composite_rv_{time:%Y%m%d_%H%M}_{lead:03d}-hd5",
+    ),
+}  # fmt: skip
+
+
+def build(
+    product: str,
+    time: datetime,
+    values: np.ndarray,
+    nodata: np.ndarray,
+    sites: Sequence[str],
+    *,
+    lead_minutes: int = 0,
+) -> bytes:
+    """A new ODIM-HDF5 composite in DWD's layout (synthetic products, tests).
+
+    Groups and attributes are those of DWD's files (``what``, ``where`` with the corners and the
+    ``projdef`` whose origin is the centre of the north-west pixel, ``how/nodes``,
+    ``dataset1/what`` with the interval, ``dataset1/data1/what`` with the scaling); ``how``
+    names radinfill as the software, and ``what/source`` does not claim to be DWD.
+
+    Parameters
+    ----------
+    product
+        A key of :data:`LAYOUTS`.
+    time
+        Nominal time (end of the analysis interval), UTC.
+    values
+        float (rows, cols), row 0 south, mm per interval: DE1200 or a centred crop of it.
+        Stored as round((value - offset) / gain); 0 as ``undetect`` (no echo), as DWD does.
+    nodata
+        bool (rows, cols): pixels stored as ``nodata`` (NaN values are no-data too).
+    sites
+        Radar ids of ``how/nodes`` (``asb`` ...), in the order to list them.
+    lead_minutes
+        Forecast lead: the interval ends this long after ``time``.
+
+    Raises
+    ------
+    ValueError
+        For a product without a layout.
+    """
+    import h5py
+
+    from radinfill import code_version
+
+    if product not in LAYOUTS:
+        raise ValueError(f"no ODIM layout for product {product!r}; known: {', '.join(LAYOUTS)}")
+    layout = LAYOUTS[product]
+    grid = grid_for(*np.shape(values), "wgs84")
+    missing = (np.asarray(nodata, dtype=bool) | np.isnan(values))[::-1]
+    north = np.asarray(values, dtype=np.float64)[::-1]
+    scaling = _Stored(
+        np.zeros(grid.shape, dtype=layout.dtype),
+        layout.gain,
+        layout.offset,
+        layout.nodata,
+        layout.undetect,
+    )
+    codes = scaling.quantize(north, missing)
+    codes[(north == 0) & ~missing] = layout.undetect
+    end = time.astimezone(UTC) + timedelta(minutes=lead_minutes)
+    start = end - timedelta(minutes=layout.interval_minutes)
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        h5.attrs["Conventions"] = np.bytes_(b"ODIM_H5/V2_3")
+        _attrs(h5.create_group("what"), {
+            "date": f"{time:%Y%m%d}", "time": f"{time:%H%M%S}", "object": "COMP",
+            "source": "ORG:78,CTY:616,CMT:radinfill synthetic", "version": "H5rad 2.3",
+        })  # fmt: skip
+        _attrs(h5.create_group("where"), _where(grid))
+        _attrs(h5.create_group("how"), {
+            "nodes": ",".join(f"'de{site}'" for site in sites),
+            "software": "radinfill", "sw_version": code_version(),
+        })  # fmt: skip
+        _attrs(h5.create_group("dataset1/what"), {
+            "product": layout.product, "prodname": layout.prodname,
+            "startdate": f"{start:%Y%m%d}", "starttime": f"{start:%H%M%S}",
+            "enddate": f"{end:%Y%m%d}", "endtime": f"{end:%H%M%S}",
+        })  # fmt: skip
+        _attrs(h5.create_group("dataset1/how"), {"camethod": layout.camethod})
+        _attrs(h5.create_group("dataset1/data1/what"), {
+            "quantity": "ACRR", "gain": layout.gain, "offset": layout.offset,
+            "nodata": layout.nodata, "undetect": layout.undetect,
+        })  # fmt: skip
+        h5.create_dataset(
+            DATA_PATH, data=codes, chunks=grid.shape, compression="gzip",
+            compression_opts=layout.level,
+        )  # fmt: skip
+    return buffer.getvalue()
+
+
+def _where(grid: Grid) -> dict[str, object]:
+    """``where`` of a composite on ``grid``: corners, sizes, and DWD's ``projdef``, whose false
+    origin is the centre of the north-west pixel."""
+    corners = {
+        f"{key}_{axis}": value
+        for key, (lon, lat) in grid.corners().items()
+        for axis, value in (("lon", lon), ("lat", lat))
+    }
+    x_0 = -(grid.x0 + grid.resolution / 2)
+    y_0 = -(grid.y0 + (grid.rows - 0.5) * grid.resolution)
+    projdef = (
+        "+proj=stere +lat_0=90 +lat_ts=60 +lon_0=10 +a=6378137 +b=6356752.3142451802 +no_defs "
+        f"+x_0={x_0!r} +y_0={y_0!r} +units=m"
+    )
+    return {
+        **corners,
+        "projdef": projdef,
+        "xscale": float(grid.resolution),
+        "yscale": float(grid.resolution),
+        "xsize": np.uint64(grid.cols),
+        "ysize": np.uint64(grid.rows),
+    }
+
+
+def _attrs(group, values: dict[str, object]) -> None:
+    """Set attributes as DWD types them: text as fixed-length ASCII, numbers as float64."""
+    for key, value in values.items():
+        if isinstance(value, str):
+            group.attrs[key] = np.bytes_(value.encode("ascii"))
+        elif isinstance(value, float):
+            group.attrs[key] = np.float64(value)
+        else:
+            group.attrs[key] = value
 
 
 def decode(data: bytes, *, source: str = "<bytes>") -> Field:
