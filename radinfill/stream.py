@@ -350,7 +350,7 @@ def _product(
     """One product as the service reads it: encoded in ``file_format``, decoded again (so values
     are quantised to the product's precision, and an ODIM field keeps its file)."""
     if file_format == "odim":
-        data = hdf5.build(product, time, np.where(nodata, np.nan, values), nodata, sites)
+        data = hdf5.build(product, time, values, nodata, sites)
     else:
         header = _header(product, spec, time, grid, sites)
         data = radolan.encode(_field(header, values, nodata, grid))

@@ -401,3 +401,39 @@ def test_truncated_odim_file_is_truncated_for_reader_and_writer(samples: Path) -
     with pytest.raises(RadolanError) as written:
         hdf5.encode(field.replace(original=data[:4096], values=np.zeros_like(field.values)))
     assert written.value.kind == "truncated"
+
+
+# --- synthetic files in DWD's layout ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("index", [0, 2])
+def test_built_files_have_the_groups_attributes_and_storage_of_dwds(
+    samples: Path, index: int
+) -> None:
+    """A file from :func:`hdf5.build` has every group and attribute name of DWD's file of the
+    same product, its scaling, dtype, chunks and compression (the values: ours)."""
+    name, data = _products(samples)[index]
+    real = decode(data, source=name)
+    built = hdf5.build(
+        real.product,
+        real.time,
+        real.values,
+        real.nodata,
+        real.header.sites,
+        lead_minutes=real.header.lead_minutes,
+    )
+    ours, theirs = _tree(built), _tree(data)
+    optional = {"incomplete_nodes", "missing_nodes", "simulated"}  # RV bookkeeping we omit
+    assert set(ours) == set(theirs) - {"dataset1/where", "dataset1/how/POLARA", "how/POLARA"}
+    for key, entry in ours.items():
+        assert set(entry[1]) == set(theirs[key][1]) - optional, key
+    assert ours[DATA][2:4] == theirs[DATA][2:4]  # dtype, shape, chunks, filters
+    with h5py.File(io.BytesIO(built), "r") as h5, h5py.File(io.BytesIO(data), "r") as dwd:
+        scaling, expected = _scaling(h5), _scaling(dwd)  # DWD's RV gain is 0.001 in float32
+    assert scaling == pytest.approx(expected, rel=1e-6)
+    again = decode(built)
+    assert (again.time, again.interval, again.header.lead_minutes) == FACTS[name]
+    np.testing.assert_array_equal(again.nodata, real.nodata)
+    np.testing.assert_array_equal(again.undetect, real.undetect)
+    valid = ~real.nodata
+    np.testing.assert_allclose(again.values[valid], real.values[valid], atol=1e-6)

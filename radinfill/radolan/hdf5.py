@@ -35,7 +35,7 @@ _CORNER_TOLERANCE_DEG = 1e-4
 _MAX_ITEMSIZE = 8
 #: The measured quantity of a DWD composite (the first dataset's first data group).
 DATA_PATH = "dataset1/data1/data"
-#: _Stored value of :func:`encode`'s quality field on infilled pixels (0 on all others).
+#: Stored value of :func:`encode`'s quality field on infilled pixels (0 on all others).
 INFILLED = 1
 #: ``what`` of the quality field: the flag is stored as is; 255 and 254 never occur, because
 #: every pixel is either infilled or not (no missing or undetected state).
@@ -195,13 +195,14 @@ def build(
     )
     codes = scaling.quantize(north, missing)
     codes[(north == 0) & ~missing] = layout.undetect
-    end = time.astimezone(UTC) + timedelta(minutes=lead_minutes)
+    nominal = time.astimezone(UTC)
+    end = nominal + timedelta(minutes=lead_minutes)
     start = end - timedelta(minutes=layout.interval_minutes)
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as h5:
         h5.attrs["Conventions"] = np.bytes_(b"ODIM_H5/V2_3")
         _attrs(h5.create_group("what"), {
-            "date": f"{time:%Y%m%d}", "time": f"{time:%H%M%S}", "object": "COMP",
+            "date": f"{nominal:%Y%m%d}", "time": f"{nominal:%H%M%S}", "object": "COMP",
             "source": "ORG:78,CTY:616,CMT:radinfill synthetic", "version": "H5rad 2.3",
         })  # fmt: skip
         _attrs(h5.create_group("where"), _where(grid))
@@ -238,7 +239,7 @@ def _where(grid: Grid) -> dict[str, object]:
     y_0 = -(grid.y0 + (grid.rows - 0.5) * grid.resolution)
     projdef = (
         "+proj=stere +lat_0=90 +lat_ts=60 +lon_0=10 +a=6378137 +b=6356752.3142451802 +no_defs "
-        f"+x_0={x_0!r} +y_0={y_0!r} +units=m"
+        f"+x_0={x_0:.8f} +y_0={y_0:.8f} +units=m"
     )
     return {
         **corners,
