@@ -365,6 +365,27 @@ def test_odim_files_claiming_huge_pixels_are_refused_before_reading(
     assert _traced_peak(lambda: loads(data)) < 64 << 20
 
 
+def _narrow_type(h5: h5py.File) -> None:
+    del h5["dataset1/data1/data"]
+    h5.create_dataset("dataset1/data1/data", shape=(1200, 1100), dtype="u1", compression="gzip")
+
+
+@pytest.mark.usefixtures("traced")
+def test_odim_flag_codes_the_data_type_cannot_hold_are_refused(
+    odim_writer: Target, tmp_path: Path
+) -> None:
+    """Found by the writer target: one-byte data under no-data 65535 made the writer's no-data
+    assignment escape as OverflowError; now reader and writer refuse the file as corrupt."""
+    data = _odim_variant(odim_writer.seeds[0], _narrow_type)
+    stats = Stats("odim-write", "test")
+    probe(odim_writer, data, stats, tmp_path, LIMIT)
+    _clean(stats)
+    assert [label.split(":")[0] for label in stats.errors] == ["corrupt"]
+    with pytest.raises(RadolanError, match="no value of the data type uint8") as caught:
+        loads(data)
+    assert caught.value.kind == "corrupt"
+
+
 def _checkpoint_case(seed: bytes, edit: Callable[[dict], None]) -> bytes:
     meta, weights = unpack_checkpoint(seed)
     doc = json.loads(meta)

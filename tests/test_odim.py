@@ -380,6 +380,12 @@ def _attr(path: str, key: str, value: object) -> Callable[[h5py.File], None]:
     return edit
 
 
+def _narrow_data(h5: h5py.File) -> None:
+    """One-byte codes under the scaling of two-byte ones (no-data 65535)."""
+    del h5[DATA]
+    h5.create_dataset(DATA, data=np.zeros((1200, 1100), dtype=np.uint8))
+
+
 def _smaller_data(h5: h5py.File) -> None:
     del h5[DATA]
     h5.create_dataset(DATA, data=np.zeros((1100, 1100), dtype=np.uint16))
@@ -397,6 +403,8 @@ BAD = [
     (_attr("where", "ysize", np.uint64(10**12)), "wrong_grid", "grid", True),
     (_attr("where", "LL_lon", 4.0), "wrong_grid", "corner LL", True),
     (_smaller_data, "wrong_grid", "does not match 1200x1100", True),
+    (_narrow_data, "corrupt", "nodata code 65535.0 is no value of the data type uint8", True),
+    (_attr("dataset1/data1/what", "undetect", 0.5), "corrupt", "undetect code 0.5 is no", True),
     (_attr("dataset1/data1/what", "gain", 0.0), "corrupt", "not usable", True),
     (_attr("dataset1/data1/what", "offset", np.nan), "corrupt", "not usable", True),
     (_attr("what", "date", np.bytes_(b"20251399")), "corrupt", "ValueError", False),

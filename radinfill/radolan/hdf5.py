@@ -393,7 +393,8 @@ def _read_stored(h5, source: str) -> tuple[_Stored, Grid]:
     RadolanError
         ``unsupported`` for a file that is not ODIM_H5 or stores no numbers of at most
         8 bytes, ``wrong_grid`` if the data or corners do not match the DE1200 grid (or
-        another RADOLAN grid of that size), ``corrupt`` for non-finite scaling.
+        another RADOLAN grid of that size), ``corrupt`` for non-finite or zero scaling and
+        for no-data or undetect codes the data type cannot hold.
     """
     if not _text(h5.attrs.get("Conventions", "")).startswith("ODIM_H5"):
         raise RadolanError("HDF5 file is not ODIM_H5", source=source, kind="unsupported")
@@ -419,8 +420,23 @@ def _read_stored(h5, source: str) -> tuple[_Stored, Grid]:
     gain, offset = float(scaling["gain"]), float(scaling["offset"])
     if not (math.isfinite(gain) and math.isfinite(offset)) or gain == 0:
         raise RadolanError(f"scaling gain {gain} or offset {offset} is not usable", source=source)
+    nodata, undetect = float(scaling["nodata"]), float(scaling["undetect"])
+    for name, code in (("nodata", nodata), ("undetect", undetect)):
+        if not _holds(dataset.dtype, code):
+            raise RadolanError(
+                f"{name} code {code} is no value of the data type {dataset.dtype}", source=source
+            )
     codes = np.asarray(dataset[()])
-    return _Stored(codes, gain, offset, float(scaling["nodata"]), float(scaling["undetect"])), grid
+    return _Stored(codes, gain, offset, nodata, undetect), grid
+
+
+def _holds(dtype: np.dtype, code: float) -> bool:
+    """Whether ``dtype`` stores ``code`` exactly: a flag code the data cannot hold would mark
+    no pixel when read and could not be written."""
+    if dtype.kind == "f":
+        return True
+    bounds = np.iinfo(dtype)
+    return code.is_integer() and bounds.min <= code <= bounds.max
 
 
 def _sites(how) -> tuple[str, ...]:
