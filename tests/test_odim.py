@@ -195,6 +195,23 @@ def test_infilled_field_mirrors_its_input_with_a_quality_field(samples: Path, in
     assert (codes_in[north] == s["nodata"]).all()
 
 
+@pytest.mark.parametrize("index", range(3))
+def test_noise_below_half_a_step_leaves_measured_codes_alone(samples: Path, index: int) -> None:
+    """A model that passes measured pixels through with float noise (here up to 0.4 of a
+    quantisation step, also on undetect pixels, whose value 0 is not a code's value) must not
+    change their stored codes; only the infilled pixels are rewritten."""
+    name, data = _products(samples)[index]
+    field, hole = _filled(decode(data, source=name), np.random.default_rng(10 + index))
+    with h5py.File(io.BytesIO(data), "r") as h5:
+        codes_in, gain = h5[DATA][()], _scaling(h5)["gain"]
+    noise = np.random.default_rng(index).uniform(-0.4, 0.4, field.values.shape) * gain
+    noisy = np.where(hole, field.values, field.values + noise.astype(np.float32))
+    with h5py.File(io.BytesIO(hdf5.encode(field.replace(values=noisy))), "r") as h5:
+        codes_out = h5[DATA][()]
+    np.testing.assert_array_equal(codes_out[~hole[::-1]], codes_in[~hole[::-1]])
+    assert (codes_out[hole[::-1]] != codes_in[hole[::-1]]).all()
+
+
 def test_written_field_reads_back_with_the_infilled_values(samples: Path, tmp_path: Path) -> None:
     name, data = _products(samples)[0]
     field, hole = _filled(decode(data, source=name), np.random.default_rng(5))

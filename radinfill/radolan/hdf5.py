@@ -291,9 +291,11 @@ def encode(field: Field) -> bytes:
     quality field that marks the infilled ones.
 
     Every group, attribute, dataset, dtype, chunk layout and compression filter of
-    ``field.original`` is kept. Pixels whose value or no-data state differ from the original
-    are stored as round((value - offset) / gain) in the product's dtype (no-data and NaN as the
-    ``nodata`` code); all others keep their exact original codes (``undetect`` included). When
+    ``field.original`` is kept. Pixels whose no-data state changed, or whose value moved by half
+    a quantisation step (``gain / 2``) or more from the original's, are stored as
+    round((value - offset) / gain) in the product's dtype (no-data and NaN as the ``nodata``
+    code); all others keep their exact original codes, ``undetect`` included, so that float
+    noise from a model that passes measured pixels through cannot alter them. When
     any pixel changed, ``dataset1/qualityN`` (the next free N) is added: ``how/task`` =
     ``"radinfill <version>"``, ``what`` = :data:`QUALITY_WHAT`, ``data`` uint8 (north first, the
     data's chunks and compression) = :data:`INFILLED` on *infilled* pixels (no-data in the
@@ -321,9 +323,10 @@ def encode(field: Field) -> bytes:
             kind="wrong_grid",
         )
     before, was_nodata, _ = stored.planes()
-    after = np.asarray(field.values, dtype=np.float32)[::-1]
+    after = np.asarray(field.values, dtype=np.float64)[::-1]
     now_nodata = (np.asarray(field.nodata, dtype=bool) | np.isnan(field.values))[::-1]
-    changed = (now_nodata != was_nodata) | (~now_nodata & (after != before))
+    moved = ~(np.abs(after - before) < abs(stored.gain) / 2)  # NaN before: moved
+    changed = (now_nodata != was_nodata) | (~now_nodata & moved)
     if not changed.any():
         return field.original
     codes = stored.codes.copy()
