@@ -1,6 +1,6 @@
 """Fuzz the readers of untrusted input for a bounded time: RADOLAN files, ODIM-HDF5, checkpoints.
 
-Usage: ``python bench/fuzz.py [--seconds N] [--target decode|hdf5|checkpoint|all]
+Usage: ``python bench/fuzz.py [--seconds N] [--target decode|hdf5|odim-write|checkpoint|all]
 [--engine auto|atheris|hypothesis] [--input-seconds S] [--samples DIR] [--out DIR]``
 
 Targets, each seeded with real inputs and fuzzed for ``--seconds`` (default 60):
@@ -9,6 +9,10 @@ Targets, each seeded with real inputs and fuzzed for ``--seconds`` (default 60):
   seeded with every real sample as stored (plain, gz, bz2, tar) and the products inside them;
 * ``hdf5``: the same entry on the real ODIM-HDF5 composite (:mod:`radinfill.radolan.hdf5`),
   mutated byte-wise and structurally (attributes, groups and the data set rewritten with h5py);
+* ``odim-write``: :func:`radinfill.radolan.hdf5.encode`, the ODIM writer, mirroring each such
+  mutant: the field is the first real composite's with its holes filled, its ``original`` (the
+  file the writer copies and rewrites) the input, so the writer meets every file the reader
+  might have let through;
 * ``checkpoint``: :func:`radinfill.model.load_checkpoint` on a directory written from the
   input, seeded with small checkpoints of every variant and the shipped model; metadata.json
   is mutated as JSON (wrong types, huge numbers, missing keys, nested junk, NaN, non-UTF-8) and
@@ -88,12 +92,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from radinfill.defaults import SHIPPED_MODEL
-from radinfill.radolan import RadolanError, loads, sniff
+from radinfill.radolan import RadolanError, hdf5, loads, sniff
 from radinfill.radolan.io import MAX_STREAM_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLES = REPO.parent / "shared" / "data" / "radolan"
-TARGETS = ("decode", "hdf5", "checkpoint")
+TARGETS = ("decode", "hdf5", "odim-write", "checkpoint")
 
 #: Pixels of the biggest catalogued grid (DE4800, 4800 x 4400): no product decodes to more.
 BIGGEST_GRID = 4800 * 4400
@@ -723,6 +727,29 @@ def hdf5_target(seeds: Sequence[bytes]) -> Target:
     )
 
 
+def odim_write_target(seeds: Sequence[bytes]) -> Target:
+    """:func:`radinfill.radolan.hdf5.encode` of an infilled field whose ``original`` is the input.
+
+    The field is the first ODIM seed's with every no-data pixel given 1 mm, so that each input
+    is rewritten (an unchanged field would give its original back untouched).
+    """
+    originals = [s for s in seeds if sniff(s) == "hdf5"]
+    field = hdf5.decode(originals[0], source="fuzz.h5")
+    filled = field.replace(
+        values=np.where(field.nodata, np.float32(1.0), field.values),
+        nodata=np.zeros_like(field.nodata),
+    )
+    return Target(
+        "odim-write",
+        lambda data: hdf5.encode(filled.replace(original=data)),
+        RadolanError,
+        radolan_bound,
+        originals,
+        HDF5_MUTATIONS,
+        radolan_label,
+    )
+
+
 def checkpoint_seeds(workdir: Path, shipped: Path | None = SHIPPED_MODEL) -> list[bytes]:
     """Packed checkpoints: a small one of every variant and the shipped model, their metadata
     naming the weights by :data:`WEIGHTS_SHA256`."""
@@ -779,7 +806,8 @@ def make_target(name: str, samples: Path, workdir: Path) -> Target:
     if name == "checkpoint":
         return checkpoint_target(workdir, checkpoint_seeds(workdir))
     seeds = sample_inputs(samples)
-    return decode_target(seeds) if name == "decode" else hdf5_target(seeds)
+    targets = {"decode": decode_target, "hdf5": hdf5_target, "odim-write": odim_write_target}
+    return targets[name](seeds)
 
 
 # --- engines --------------------------------------------------------------------------------------

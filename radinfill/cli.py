@@ -234,6 +234,7 @@ def _synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         preset=args.preset,
         outages=args.outages,
+        file_format=args.format,
     )
     for step in manifest.steps:
         failed = ",".join(sorted(step.failed_sites)) or "-"
@@ -654,6 +655,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="let radars fail (default: on)",
+    )
+    synth.add_argument(
+        "--format",
+        choices=("binary", "odim"),
+        default="binary",
+        help="RADOLAN binary, or ODIM-HDF5 as DWD sends RW and RV since 2025-12 (default: binary)",
     )
     synth.add_argument("--preset", default="mixed", help="rain preset (default: mixed)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

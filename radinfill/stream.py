@@ -1,9 +1,10 @@
-"""Write a synthetic RADOLAN stream: real binary products with radar outages, and their truth.
+"""Write a synthetic RADOLAN stream: real products with radar outages, and their truth.
 
 The service, the tests and the benchmarks need what DWD sends, with known answers: one RADOLAN
-binary file per time step, named and laid out like DWD's, whose header ``MS`` list lacks the
-radars that are down and whose no-data pixels are exactly what a composite without those radars
-shows. :func:`write_stream` makes such a stream from :mod:`radinfill.synth` rain and outages and
+binary (or, as DWD sends since December 2025, ODIM-HDF5) file per time step, named and laid out
+like DWD's, whose header ``MS`` list (ODIM: ``how/nodes``) lacks the radars that are down and
+whose no-data pixels are exactly what a composite without those radars shows.
+:func:`write_stream` makes such a stream from :mod:`radinfill.synth` rain and outages and
 writes next to it the *truth*: the same products without outage holes, as one CF-netCDF file
 whose ``infill_mask`` marks the holes of each step, so an infill can be scored against it. A
 ``manifest.json`` lists the files in order with their nominal times, failed radars and hole
@@ -26,6 +27,7 @@ all the same.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,9 +38,11 @@ from types import MappingProxyType
 import numpy as np
 
 from radinfill import atomic, dataset, holes, netcdf, radolan, synth
-from radinfill.radolan import Field, Grid, Header, build_header, grid_for
+from radinfill.radolan import Field, Grid, Header, build_header, grid_for, hdf5
 from radinfill.radolan.sites import OPERATIONAL
 
+#: File formats a stream is written in: RADOLAN binary, or ODIM-HDF5 (DWD's format since 2025-12).
+FORMATS = ("binary", "odim")
 TRUTH_NAME = "truth.nc"
 MANIFEST_NAME = "manifest.json"
 DEFAULT_NAME_PATTERN = "raa01-{product_lower}_10000-{time:%y%m%d%H%M}-dwd---bin"
@@ -149,7 +153,8 @@ def write_stream(
     preset: str = "mixed",
     outages: bool = True,
     outage_options: Mapping[str, object] | None = None,
-    name_pattern: str = DEFAULT_NAME_PATTERN,
+    name_pattern: str | None = None,
+    file_format: str = "binary",
 ) -> StreamManifest:
     """Write ``steps`` synthetic RADOLAN products with radar outages, their truth and a manifest.
 
@@ -158,11 +163,13 @@ def write_stream(
     out_dir
         Directory to write into (created if missing). Every file is written atomically.
     product
-        A key of :data:`PRODUCTS`: 5-minute RY, RZ, YW (mm, 0.01 mm steps) and RX (dBZ from
-        Marshall-Palmer, 0.5 dBZ steps), hourly RW and RH (mm, 0.1 mm steps).
+        Binary: a key of :data:`PRODUCTS`: 5-minute RY, RZ, YW (mm, 0.01 mm steps) and RX (dBZ
+        from Marshall-Palmer, 0.5 dBZ steps), hourly RW and RH (mm, 0.1 mm steps). ODIM: a key
+        of :data:`radinfill.radolan.hdf5.LAYOUTS` (hourly RW, 5-minute RV).
     grid
         (rows, cols): a RADOLAN grid or a centred crop of the national grid (see
-        :func:`radinfill.radolan.grid_for`); small crops make fast tests.
+        :func:`radinfill.radolan.grid_for`); small crops make fast tests. ODIM products are on
+        the WGS84 grids DWD uses for them (1200x1100 is DE1200).
     steps
         Number of products, at least 1.
     start
@@ -179,8 +186,13 @@ def write_stream(
         ``mean_duration_steps``, ``sites`` ...); ``radius_km`` defaults to the product's
         coverage radius.
     name_pattern
-        File name, formatted with ``product``, ``product_lower``, ``time`` (UTC datetime) and
-        ``step``; the default is DWD's ``raa01-ry_10000-2506011200-dwd---bin``.
+        File name, formatted with ``product``, ``product_lower``, ``time`` (UTC datetime),
+        ``step`` and ``lead`` (0); the default is DWD's name for the format:
+        ``raa01-ry_10000-2506011200-dwd---bin``, ``raa01-rw_10000-2506011200-dwd---bin.hdf5``,
+        ``composite_rv_20250601_1200_000-hd5``.
+    file_format
+        ``binary`` (RADOLAN binary products) or ``odim`` (ODIM-HDF5 in DWD's layout, as DWD
+        sends them since December 2025).
 
     Returns
     -------
@@ -190,21 +202,24 @@ def write_stream(
     Raises
     ------
     ValueError
-        For an unknown product or preset, ``steps`` < 1, or a name pattern that does not give
-        distinct plain file names.
+        For an unknown format, product (of that format) or preset, ``steps`` < 1, or a name
+        pattern that does not give distinct plain file names.
     RadolanError
         If ``grid`` is not a RADOLAN grid or a crop of the national grid.
     """
-    spec = _spec(product)
+    spec = _spec(product, file_format)
     if steps < 1:
         raise ValueError(f"a stream needs at least one step, got steps={steps}")
     rows, cols = grid
-    area = grid_for(rows, cols)
+    area = grid_for(rows, cols, "wgs84" if file_format == "odim" else "sphere")
     interval = timedelta(minutes=spec.interval_minutes)
     first = start if start.tzinfo else start.replace(tzinfo=UTC)
     times = [(first + step * interval).astimezone(UTC) for step in range(steps)]
     out = Path(out_dir)
-    paths = [out / name for name in _names(name_pattern, product, times)]
+    pattern = name_pattern or (
+        hdf5.LAYOUTS[product].name if file_format == "odim" else DEFAULT_NAME_PATTERN
+    )
+    paths = [out / name for name in _names(pattern, product, times)]
 
     network = tuple(sorted(OPERATIONAL, key=DWD_SITE_ORDER.index))
     radius = holes.coverage_radius_km(_header(product, spec, times[0], area, network))
@@ -228,11 +243,12 @@ def write_stream(
         listed = tuple(s for s in network if s not in failed)
         nodata = ~holes.coverage(area, listed, radius) | _active_mask(events, step, area.shape)
         masks[step] = nodata & nominal
-        header = _header(product, spec, time, area, listed)
-        radolan.write(_field(header, values[step], nodata, area, str(path)), path)
-        complete = _field(_header(product, spec, time, area, network), values[step], ~nominal, area)
-        truth.append(radolan.decode(radolan.encode(complete), source=str(path)))
-        written.append(StreamStep(path, header.time, failed, int(masks[step].sum())))
+        made = _product(file_format, product, spec, time, area, listed, values[step], nodata)
+        radolan.write(made, path)
+        truth.append(
+            _product(file_format, product, spec, time, area, network, values[step], ~nominal, path)
+        )
+        written.append(StreamStep(path, made.time, failed, int(masks[step].sum())))
 
     manifest = StreamManifest(
         out_dir=out,
@@ -275,20 +291,26 @@ def reflectivity(rain: np.ndarray, interval_minutes: int) -> np.ndarray:
     return dbz.astype(np.float32)
 
 
-def _spec(product: str) -> ProductSpec:
-    try:
-        return PRODUCTS[product]
-    except KeyError:
+def _spec(product: str, file_format: str) -> ProductSpec:
+    """The product's header facts; for ODIM those of its layout (its interval and precision)."""
+    if file_format not in FORMATS:
+        raise ValueError(f"unknown format {file_format!r}; supported: {', '.join(FORMATS)}")
+    known = hdf5.LAYOUTS if file_format == "odim" else PRODUCTS
+    if product not in known:
         raise ValueError(
-            f"cannot write a synthetic stream of product {product!r}; supported: "
-            f"{', '.join(PRODUCTS)}"
-        ) from None
+            f"cannot write a synthetic {file_format} stream of product {product!r}; supported: "
+            f"{', '.join(known)}"
+        )
+    if file_format == "binary":
+        return PRODUCTS[product]
+    layout = hdf5.LAYOUTS[product]
+    return ProductSpec(layout.interval_minutes, round(math.log10(layout.gain)))
 
 
 def _names(pattern: str, product: str, times: Sequence[datetime]) -> list[str]:
     """File names of the steps; distinct plain names, not the truth's or manifest's."""
     names = [
-        pattern.format(product=product, product_lower=product.lower(), time=time, step=step)
+        pattern.format(product=product, product_lower=product.lower(), time=time, step=step, lead=0)
         for step, time in enumerate(times)
     ]
     reserved = {TRUTH_NAME, MANIFEST_NAME, "", ".", ".."}
@@ -312,6 +334,27 @@ def _header(
         sites=sites,
         extra=spec.extra,
     )
+
+
+def _product(
+    file_format: str,
+    product: str,
+    spec: ProductSpec,
+    time: datetime,
+    grid: Grid,
+    sites: Sequence[str],
+    values: np.ndarray,
+    nodata: np.ndarray,
+    path: Path | None = None,
+) -> Field:
+    """One product as the service reads it: encoded in ``file_format``, decoded again (so values
+    are quantised to the product's precision, and an ODIM field keeps its file)."""
+    if file_format == "odim":
+        data = hdf5.build(product, time, values, nodata, sites)
+    else:
+        header = _header(product, spec, time, grid, sites)
+        data = radolan.encode(_field(header, values, nodata, grid))
+    return radolan.decode(data, source=str(path) if path else "<synth>")
 
 
 def _active_mask(events: Sequence[synth.Outage], step: int, shape: tuple[int, int]) -> np.ndarray:

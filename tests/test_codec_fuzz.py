@@ -2,22 +2,25 @@
 
 Two kinds: bad input of every shape (truncated, mutated, arbitrary bytes, hostile containers)
 raises :class:`RadolanError` and nothing else; valid products built from real headers with
-random grids, values and flag bits decode and re-encode to the same bytes.
+random grids, values and flag bits decode and re-encode to the same bytes (and any amount
+infilled into a real ODIM-HDF5 composite is stored as its rounded code).
 """
 
 from __future__ import annotations
 
 import bz2
 import gzip
+import io
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from radinfill.radolan import RadolanError, decode, encode, read
+from radinfill.radolan import RadolanError, decode, encode, hdf5, read
 from tests.radolan_samples import raw_product, shrink
 
 TEMPLATES = {
@@ -210,3 +213,37 @@ def test_encode_rounds_to_the_precision_and_saturates(
     expected = np.minimum(np.rint(values.astype(np.float64) / 0.1), 4095) * 0.1
     np.testing.assert_allclose(decoded.values, expected, rtol=1e-6, atol=1e-6)
     assert not decoded.nodata.any()
+
+
+@pytest.fixture(scope="module")
+def odim_rw(samples: Path) -> bytes:
+    """The real ODIM-HDF5 RW composite (uint16 codes, gain 0.1, no-data 65535)."""
+    return (samples / "radolan-guide/hdf5/raa01-rw_10000-latest-dwd---bin.hdf5").read_bytes()
+
+
+@settings(FUZZ, max_examples=40)
+@given(
+    amounts=hnp.arrays(
+        np.float32,
+        16,
+        elements=st.floats(-1e6, 1e7, width=32) | st.sampled_from([np.inf, -np.inf, 6553.4]),
+    ),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_odim_infill_stores_rounded_codes_and_never_the_nodata_code(
+    odim_rw: bytes, amounts: np.ndarray, seed: int
+) -> None:
+    """Any amount put into a hole is stored as round(v / 0.1) within 0..65534: saturating, not
+    wrapping, and never 65535, which every ODIM reader would take for no-data."""
+    field = decode(odim_rw)
+    rows, cols = np.nonzero(field.nodata)
+    pick = np.random.default_rng(seed).choice(rows.size, amounts.size, replace=False)
+    hole = np.zeros_like(field.nodata)
+    hole[rows[pick], cols[pick]] = True
+    values = field.values.copy()
+    values[rows[pick], cols[pick]] = amounts
+    out = hdf5.encode(field.replace(values=values, nodata=field.nodata & ~hole))
+    with h5py.File(io.BytesIO(out), "r") as h5:
+        codes = h5["dataset1/data1/data"][()][::-1]
+    expected = np.clip(np.rint(amounts.astype(np.float64) / 0.1), 0, 65534)
+    np.testing.assert_array_equal(codes[rows[pick], cols[pick]], expected)

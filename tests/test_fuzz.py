@@ -1,9 +1,9 @@
 """Short fuzz runs of the untrusted-input readers with the harness of ``bench/fuzz.py``.
 
-For the RADOLAN reader (binary products and containers), the ODIM-HDF5 reader and checkpoint
-loading: hypothesis draws format-aware mutants of real inputs (the ``samples`` fixture, cut to
-small grids so that each example is fast), and every input must raise nothing but the
-documented error, finish within the per-input limit, and stay below the memory bound derived
+For the RADOLAN reader (binary products and containers), the ODIM-HDF5 reader and writer, and
+checkpoint loading: hypothesis draws format-aware mutants of real inputs (the ``samples``
+fixture, cut to small grids so that each example is fast), and every input must raise nothing
+but the documented error, finish within the per-input limit, and stay below the memory bound derived
 in ``bench/fuzz.py``. The harness is checked to catch each kind of violation, and the inputs
 that broke these properties before the fixes are kept as regression cases.
 """
@@ -39,6 +39,7 @@ from bench.fuzz import (
     decode_target,
     hdf5_target,
     mutants,
+    odim_write_target,
     pack_checkpoint,
     probe,
     radolan_bound,
@@ -219,6 +220,35 @@ def test_mutated_odim_files_raise_only_radolan_error_within_bounds(
     _fuzz(hdf5_target(odim_seeds), data, Stats("hdf5", "test"), tmp_path)
 
 
+@pytest.fixture(scope="module")
+def odim_writer(odim_seeds: list[bytes]) -> Target:
+    """The ODIM writer target (an infilled real field mirroring each input), warmed up."""
+    target = odim_write_target(odim_seeds)
+    warm_up(target)
+    return target
+
+
+@pytest.mark.usefixtures("traced")
+def test_odim_writer_rewrites_every_real_file_within_bounds(
+    odim_writer: Target, tmp_path: Path
+) -> None:
+    stats = Stats("odim-write", "test")
+    for seed in odim_writer.seeds:
+        probe(odim_writer, seed, stats, tmp_path, LIMIT)
+    _clean(stats)
+    assert (stats.inputs, stats.errors) == (3, {})
+    assert 0 < stats.worst_ratio < 1
+
+
+@pytest.mark.usefixtures("traced")
+@settings(FUZZ, max_examples=60)
+@given(data=st.data())
+def test_mutated_odim_originals_make_the_writer_raise_only_radolan_error_within_bounds(
+    odim_writer: Target, tmp_path: Path, data: st.DataObject
+) -> None:
+    _fuzz(odim_writer, data, Stats("odim-write", "test"), tmp_path)
+
+
 @pytest.mark.usefixtures("traced")
 @settings(FUZZ, max_examples=150)
 @given(data=st.data())
@@ -333,6 +363,27 @@ def test_odim_files_claiming_huge_pixels_are_refused_before_reading(
         loads(data)
     assert caught.value.kind == kind
     assert _traced_peak(lambda: loads(data)) < 64 << 20
+
+
+def _narrow_type(h5: h5py.File) -> None:
+    del h5["dataset1/data1/data"]
+    h5.create_dataset("dataset1/data1/data", shape=(1200, 1100), dtype="u1", compression="gzip")
+
+
+@pytest.mark.usefixtures("traced")
+def test_odim_flag_codes_the_data_type_cannot_hold_are_refused(
+    odim_writer: Target, tmp_path: Path
+) -> None:
+    """Found by the writer target: one-byte data under no-data 65535 made the writer's no-data
+    assignment escape as OverflowError; now reader and writer refuse the file as corrupt."""
+    data = _odim_variant(odim_writer.seeds[0], _narrow_type)
+    stats = Stats("odim-write", "test")
+    probe(odim_writer, data, stats, tmp_path, LIMIT)
+    _clean(stats)
+    assert [label.split(":")[0] for label in stats.errors] == ["corrupt"]
+    with pytest.raises(RadolanError, match="no value of the data type uint8") as caught:
+        loads(data)
+    assert caught.value.kind == "corrupt"
 
 
 def _checkpoint_case(seed: bytes, edit: Callable[[dict], None]) -> bytes:

@@ -9,6 +9,7 @@ import zoneinfo
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import xarray as xr
@@ -374,6 +375,80 @@ def test_wradlib_reads_a_national_ry_file(tmp_path: Path) -> None:
     assert (ours.values[valid] > 0).any()
 
 
+# --- ODIM-HDF5 streams -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rv(tmp_path_factory: pytest.TempPathFactory) -> stream.StreamManifest:
+    return stream.write_stream(
+        tmp_path_factory.mktemp("rv"),
+        product="RV",
+        grid=GRID,
+        steps=STEPS,
+        start=START,
+        seed=SEED,
+        outage_options=OUTAGES,
+        file_format="odim",
+    )
+
+
+def test_odim_stream_files_are_laid_out_like_dwds(rv: stream.StreamManifest) -> None:
+    """Read with h5py alone: DWD's names, groups, scaling, times and the nodes that are up."""
+    assert [p.name for p in rv.files] == [
+        f"composite_rv_{START + timedelta(minutes=5 * i):%Y%m%d_%H%M}_000-hd5" for i in range(STEPS)
+    ]
+    for index, step in enumerate(rv.steps):
+        end = START + timedelta(minutes=5 * index)
+        with h5py.File(step.path, "r") as h5:
+            assert h5.attrs["Conventions"] == b"ODIM_H5/V2_3"
+            assert (h5["what"].attrs["date"], h5["what"].attrs["time"]) == (
+                f"{end:%Y%m%d}".encode(),
+                f"{end:%H%M%S}".encode(),
+            )
+            meta = h5["dataset1/what"].attrs
+            assert meta["prodname"] == b"RV_top_view"
+            assert meta["starttime"] == f"{end - timedelta(minutes=5):%H%M%S}".encode()
+            assert meta["endtime"] == f"{end:%H%M%S}".encode()
+            scaling = h5["dataset1/data1/what"].attrs
+            assert (float(scaling["gain"]), float(scaling["offset"])) == (0.001, -0.001)
+            data = h5["dataset1/data1/data"]
+            assert (data.dtype, data.shape, data.compression) == (np.uint32, GRID, "gzip")
+            nodes = h5["how"].attrs["nodes"].decode().replace("'", "").split(",")
+        assert {n.removeprefix("de") for n in nodes} == set(OPERATIONAL) - step.failed_sites
+
+
+def test_odim_stream_holes_are_the_truth_and_what_the_detector_finds(
+    rv: stream.StreamManifest,
+) -> None:
+    grid = grid_for(*GRID, "wgs84")
+    outages = synth.outages(grid, STEPS, SEED, radius_km=RADIUS_KM, **OUTAGES)
+    rain = synth.sequence(grid, STEPS, interval_minutes=5, preset="mixed", seed=SEED)
+    with xr.open_dataset(rv.truth) as truth:
+        infill = truth["infill_mask"].values.astype(bool)
+    assert sum(bool(s.failed_sites) for s in rv.steps) >= 2
+    for index, step in enumerate(rv.steps):
+        listed = holes.coverage(grid, set(OPERATIONAL) - step.failed_sites, RADIUS_KM)
+        with h5py.File(step.path, "r") as h5:
+            codes = h5["dataset1/data1/data"][()][::-1]
+        np.testing.assert_array_equal(codes == 4294967295, ~listed | outages[index])
+        report = holes.detect(read_one(step.path))
+        np.testing.assert_array_equal(infill[index], report.failure)
+        assert report.pixels == step.hole_pixels
+        valid = codes != 4294967295
+        stored = np.where(codes == 0, 0.0, codes * 0.001 - 0.001)  # 0 is undetect: dry
+        np.testing.assert_allclose(stored[valid], rain[index][valid], atol=0.0005 + 1e-6)
+
+
+def test_odim_streams_only_of_products_with_an_odim_layout(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="synthetic odim stream of product 'RY'; supported: RW"):
+        stream.write_stream(
+            tmp_path, product="RY", grid=GRID, steps=1, start=START, seed=0, file_format="odim"
+        )
+    with pytest.raises(ValueError, match="unknown format 'grib'"):
+        stream.write_stream(tmp_path, grid=GRID, steps=1, start=START, seed=0, file_format="grib")
+    assert not list(tmp_path.iterdir())
+
+
 # --- command line -------------------------------------------------------------------------------
 
 
@@ -395,6 +470,25 @@ def test_cli_synth_writes_the_stream_and_prints_a_summary(
     assert str(out / "truth.nc") in lines[-1]
     assert (out / "truth.nc").is_file()
     assert (out / "manifest.json").is_file()
+
+
+def test_cli_synth_odim_writes_files_pysteps_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    importers = require("pysteps.io.importers")
+    out = tmp_path / "stream"
+    args = ["synth", "--format", "odim", "--product", "RW", "--grid", "1200x1100"]
+    assert main([*args, "--steps", "2", "--out", str(out), "--seed", "2"]) == 0
+    names = sorted(p.name for p in out.glob("*.hdf5"))
+    assert names == [f"raa01-rw_10000-250601{h}00-dwd---bin.hdf5" for h in (12, 13)]
+    assert names[0] in capsys.readouterr().out
+    ours = read_one(out / names[0])
+    theirs, _, metadata = importers.import_odim_hdf5(str(out / names[0]), qty="ACRR")
+    assert (metadata["x1"], metadata["y2"]) == pytest.approx((-500.0, 500.0))  # as DWD's files
+    np.testing.assert_array_equal(np.isnan(theirs[::-1]), ours.nodata)
+    valid = ~ours.nodata
+    np.testing.assert_allclose(theirs[::-1][valid], ours.values[valid], atol=1e-6)
+    assert (ours.values[valid] > 0).any()
 
 
 @pytest.mark.parametrize("grid", ["900by900", "2000x2000"])

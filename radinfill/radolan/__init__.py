@@ -1,7 +1,8 @@
 """RADOLAN codec: decode and encode DWD composites, read archives, grids and sites.
 
 Public API: :func:`decode`, :func:`encode`, :func:`read`, :func:`read_one`, :func:`write`,
-:func:`build_header`, :class:`Field`, :class:`RadolanError`, :class:`Grid`, :func:`grid_for`.
+:func:`dumps`, :func:`dumps_tar`, :func:`build_header`, :class:`Field`, :class:`RadolanError`,
+:class:`Grid`, :func:`grid_for`.
 """
 
 from radinfill.radolan.codec import Field, decode, encode
@@ -9,7 +10,7 @@ from radinfill.radolan.errors import RadolanError
 from radinfill.radolan.grids import Grid, grid_for
 from radinfill.radolan.header import Header
 from radinfill.radolan.header import build as build_header
-from radinfill.radolan.io import dumps, loads, read, read_one, sniff, write
+from radinfill.radolan.io import dumps, dumps_tar, loads, read, read_one, sniff, write
 
 __all__ = [
     "Field",
@@ -19,6 +20,7 @@ __all__ = [
     "build_header",
     "decode",
     "dumps",
+    "dumps_tar",
     "encode",
     "grid_for",
     "loads",

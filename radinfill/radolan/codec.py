@@ -52,6 +52,14 @@ class Field:
         The product's :class:`~radinfill.radolan.grids.Grid`.
     source
         Where the bytes came from (path, archive member), for error messages and provenance.
+    undetect
+        ODIM-HDF5 only: bool (rows, cols), pixels stored as ``undetect`` (no echo; their value
+        is 0, not NaN). Kept apart from ``nodata`` so that a reader can tell "measured, dry"
+        from "not measured"; ``None`` for binary products, which have no such code.
+    original
+        ODIM-HDF5 only: the bytes of the file the field was decoded from. The ODIM writer
+        mirrors them (groups, attributes, storage layout, the exact codes of unchanged
+        pixels); empty for binary products, whose ``header.raw`` holds what encoding needs.
     """
 
     product: str
@@ -63,6 +71,8 @@ class Field:
     header: _header.Header
     grid: Grid
     source: str = "<bytes>"
+    undetect: np.ndarray | None = None
+    original: bytes = dataclasses.field(default=b"", repr=False)
 
     @property
     def info(self) -> ProductInfo:

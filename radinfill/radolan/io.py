@@ -7,15 +7,18 @@ decompression bomb or a hostile tar is a :class:`RadolanError`, not an exhausted
 from __future__ import annotations
 
 import bz2
+import contextlib
+import copy
 import gzip
 import io
 import os
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from radinfill import atomic
+from radinfill.radolan import hdf5
 from radinfill.radolan.codec import Field, decode, encode
 from radinfill.radolan.errors import RadolanError
 
@@ -95,19 +98,90 @@ def read_one(path: str | os.PathLike[str]) -> Field:
 
 
 def write(field: Field, path: str | os.PathLike[str], mode: int = atomic.DEFAULT_MODE) -> None:
-    """Atomically write ``field`` as RADOLAN binary; ``.gz``/``.bz2`` suffixes compress."""
+    """Atomically write ``field`` in its own format (RADOLAN binary, or ODIM-HDF5 for a field
+    read from one); ``.gz``/``.bz2`` suffixes compress."""
     atomic.write_bytes(path, dumps(field, Path(path).name), mode)
 
 
 def dumps(field: Field, name: str = "") -> bytes:
     """The bytes :func:`write` puts in a file called ``name`` (compressed for ``.gz``/``.bz2``;
-    gzip without a timestamp, so the same field gives the same bytes)."""
-    data = encode(field)
-    if name.endswith(".gz"):
+    gzip without a timestamp, so the same field gives the same bytes).
+
+    The format is the field's own, so a product goes out as it came in: binary products are
+    encoded by :func:`~radinfill.radolan.codec.encode`, fields read from ODIM-HDF5 by
+    :func:`~radinfill.radolan.hdf5.encode` (their original file with the changes).
+    """
+    data = hdf5.encode(field) if field.original else encode(field)
+    return _compress(data, _suffix_kind(name))
+
+
+def _suffix_kind(name: str) -> str:
+    """``gzip``, ``bz2`` or ``product`` (none) for a file name's compression suffix."""
+    return {".gz": "gzip", ".bz2": "bz2"}.get(Path(name).suffix, "product")
+
+
+def _compress(data: bytes, kind: str) -> bytes:
+    """``data`` compressed as ``kind`` (a :func:`sniff` kind; others leave it as is)."""
+    if kind == "gzip":
         return gzip.compress(data, mtime=0)
-    if name.endswith(".bz2"):
+    if kind == "bz2":
         return bz2.compress(data)
     return data
+
+
+def dumps_tar(archive: bytes, fields: Mapping[str, Field], source: str = "<bytes>") -> bytes:
+    """A copy of a tar archive (plain, or inside gzip/bz2 as :func:`loads` reads it) in which the
+    members named in ``fields`` hold those fields, encoded by :func:`dumps` under the member's
+    name, and every other member is byte for byte the input's (header blocks included).
+
+    Members keep their order, names and tar metadata (mode, owner, times, format); a replaced
+    member gets its new size and checksum. This is how an infilled forecast bundle such as
+    DWD's ``composite_rv_YYYYMMDD_HHMM.tar`` (analysis and forecast leads as ``-hd5``
+    members) goes out in the layout it came in: only the members that changed differ.
+
+    Parameters
+    ----------
+    archive
+        The bytes of the input file.
+    fields
+        Member name (as in the archive, e.g. ``composite_rv_20250923_0855_000-hd5``) to the
+        field to store there.
+    source
+        Where ``archive`` came from, for error messages.
+
+    Raises
+    ------
+    RadolanError
+        If ``archive`` is not a readable tar (``kind`` as for :func:`loads`), or a name in
+        ``fields`` is not a file member of it (``unsupported``).
+    """
+    kind = sniff(archive)
+    if kind in ("gzip", "bz2"):
+        inner = _decompress(archive, kind, source, _Budget(MAX_STREAM_BYTES))
+        return _compress(dumps_tar(inner, fields, source), kind)
+    if kind != "tar":
+        raise RadolanError(f"not a tar archive but {kind}", source=source, kind="unsupported")
+    with _tar_errors(archive, source), tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+        members = tar.getmembers()
+    names = {m.name for m in members if m.isfile()}
+    if unknown := sorted(set(fields) - names):
+        raise RadolanError(
+            f"no file member(s) {unknown} in the archive", source=source, kind="unsupported"
+        )
+    tar_format = tarfile.GNU_FORMAT if archive[257:265] == b"ustar  \x00" else tarfile.PAX_FORMAT
+    parts = []
+    for member in members:
+        if member.name not in fields:
+            end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            parts.append(archive[member.offset : end])
+            continue
+        data = dumps(fields[member.name], member.name)
+        info = copy.copy(member)
+        info.size = len(data)
+        padding = -len(data) % tarfile.BLOCKSIZE
+        parts += [info.tobuf(tar_format, tarfile.ENCODING, "surrogateescape"), data, bytes(padding)]
+    body = b"".join(parts) + bytes(2 * tarfile.BLOCKSIZE)
+    return body + bytes(-len(body) % tarfile.RECORDSIZE)
 
 
 class _Budget:
@@ -168,23 +242,29 @@ def _decompress(data: bytes, kind: str, source: str, budget: _Budget) -> bytes:
 
 
 def _tar_members(data: bytes, source: str) -> Iterator[tuple[str, bytes]]:
+    with _tar_errors(data, source), tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+        members = [m for m in archive.getmembers() if m.isfile()]
+        if len(members) > MAX_MEMBERS:
+            raise RadolanError(
+                f"tar holds {len(members)} files, more than {MAX_MEMBERS}",
+                source=source,
+                kind="oversized",
+            )
+        if not members:
+            raise RadolanError("tar archive holds no files", source=source)
+        for member in sorted(members, key=lambda m: m.name):
+            _check_member(member, source)
+            handle = archive.extractfile(member)
+            if handle is None:
+                continue
+            yield member.name, handle.read(member.size)
+
+
+@contextlib.contextmanager
+def _tar_errors(data: bytes, source: str) -> Iterator[None]:
+    """Turn what :mod:`tarfile` raises on the archive ``data`` into a RadolanError."""
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
-            members = [m for m in archive.getmembers() if m.isfile()]
-            if len(members) > MAX_MEMBERS:
-                raise RadolanError(
-                    f"tar holds {len(members)} files, more than {MAX_MEMBERS}",
-                    source=source,
-                    kind="oversized",
-                )
-            if not members:
-                raise RadolanError("tar archive holds no files", source=source)
-            for member in sorted(members, key=lambda m: m.name):
-                _check_member(member, source)
-                handle = archive.extractfile(member)
-                if handle is None:
-                    continue
-                yield member.name, handle.read(member.size)
+        yield
     except (tarfile.TarError, OSError, EOFError) as err:
         # A whole archive ends with two zero blocks; one without them was cut short.
         cut = not data.endswith(bytes(2 * tarfile.BLOCKSIZE))
