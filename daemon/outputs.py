@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import tenacity
 
-from radinfill import atomic, netcdf, permissions, radolan
+from radinfill import atomic, netcdf, permissions
 from radinfill.daemon.faults import Faults
 from radinfill.dataset import to_dataset
 from radinfill.radolan import Field
@@ -172,10 +172,9 @@ class Writer:
         self,
         paths: OutputPaths,
         *,
-        source: bytes,
-        field: Field,
+        product: bytes,
+        output: Field,
         hole: np.ndarray,
-        values: np.ndarray | None,
         provenance: Mapping[str, str],
         record: Mapping[str, Any],
     ) -> list[Path]:
@@ -185,15 +184,13 @@ class Writer:
         ----------
         paths
             Targets (:func:`output_paths`).
-        source
-            The input file's bytes: copied unchanged when ``values`` is None (no failure hole:
-            downstream still sees every time step, byte-identical).
-        field
-            The decoded input.
+        product
+            The drop-in product's bytes, in the format of the input (the input's own bytes
+            when nothing was infilled: downstream still sees every time step).
+        output
+            The field ``product`` holds (of a bundle: the infilled member), for the netCDF.
         hole
             bool ``(rows, cols)``: infilled pixels (the netCDF ``infill_mask``).
-        values
-            The infilled field (mm per interval) or None for a pass-through.
         provenance
             netCDF global attributes (strings).
         record
@@ -203,15 +200,9 @@ class Writer:
         # A set being replaced (a correction) loses its claim first: until the new sidecar is
         # in place no sidecar vouches for files that may be half old, half new.
         paths.sidecar.unlink(missing_ok=True)
-        data = (
-            source
-            if values is None
-            else radolan.dumps(infilled(field, hole, values), paths.radolan.name)
-        )
-        self._io("write_radolan", atomic.write_bytes, paths.radolan, data, self.mode)
+        self._io("write_radolan", atomic.write_bytes, paths.radolan, product, self.mode)
         written = [paths.radolan]
         if self.netcdf:
-            output = radolan.loads(data, str(paths.radolan))[0]  # what downstream reads
             dataset = to_dataset([output])
             try:
                 self._io(

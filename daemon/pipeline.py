@@ -141,7 +141,9 @@ class Job:
     method: str = "none"
     fallback: str = ""
     current: Entry | None = None
-    targets: outputs.OutputPaths = None  # type: ignore[assignment]  # set by ``write``
+    targets: outputs.OutputPaths = None  # type: ignore[assignment]  # set by ``encode``
+    product: bytes = b""
+    output: Field = None  # type: ignore[assignment]  # set by ``encode``
     details: dict[str, Any] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
     entry: Entry | None = None
@@ -267,6 +269,7 @@ class Pipeline:
             self.classify,
             self.holes,
             self.infill,
+            self.encode,
             self.write,
             self.record,
         )
@@ -281,32 +284,36 @@ class Pipeline:
         except NotRegularFileError as err:  # a link or FIFO: never followed, never read
             raise Quarantine("unsupported", str(err)) from None
         try:
-            job.flds = radolan.loads(job.data, str(path))
+            job.fields = radolan.loads(job.data, str(path))
         except RadolanError as err:
             raise self._unreadable(job.arrival, job.data, err) from None
         return job
 
     def check(self, job: Job) -> Job:
-        """One usable product (see :meth:`_check`)."""
-        problem = self._check(job.flds, job.arrival.path.name)
+        """One usable product, or one forecast bundle whose analysis is (see :meth:`_check`)."""
+        try:
+            job.fld = radolan.analysis(job.fields, str(job.arrival.path))
+        except RadolanError as err:
+            raise Quarantine(err.kind, err.reason) from None
+        problem = self._check(job.fld, job.arrival.path.name)
         if isinstance(problem, Result):
             raise Skip(problem)
         if problem is not None:
             raise Quarantine(*problem)
-        (job.fld,) = job.flds
         return job
 
     def classify(self, job: Job) -> Job:
         """The ledger's verdict on the product's content: duplicates and late ones end here.
 
-        The key of the content is the product, not the file: the same product gzipped or under
-        another name is a duplicate, never a second output for one time step. A plain
-        product's bytes are its encoding already (byte-identical); only a container is encoded
-        again.
+        The key of the content is the products, not the file: the same product gzipped or
+        under another name is a duplicate, never a second output for one time step. A plain
+        product's bytes (binary or ODIM-HDF5) are its encoding already; a compressed file or a
+        bundle is keyed by the encodings of its members.
         """
         fld = job.fld
-        plain = radolan.io.sniff(job.data) == "product"
-        job.sha256 = hashlib.sha256(job.data if plain else radolan.encode(fld)).hexdigest()
+        plain = radolan.sniff(job.data) in ("product", "hdf5")
+        products = [job.data] if plain else [radolan.dumps(f) for f in job.fields]
+        job.sha256 = hashlib.sha256(b"".join(products)).hexdigest()
         self.catalog.note(fld.product, fld.time, job.arrival.path)
         job.verdict = self.ledger.classify(fld.product, fld.time, job.sha256)
         if job.verdict in (Verdict.DUPLICATE, Verdict.LATE):
@@ -333,17 +340,36 @@ class Pipeline:
             self.complete[fld.product] = (fld, job.context.frames)
         return job
 
-    def write(self, job: Job) -> Job:
-        """Every output of the next version (see :class:`~radinfill.daemon.outputs.Writer`)."""
-        fld, report, path = job.fld, job.report, job.arrival.path
-        job.current = self.ledger.current(fld.product, fld.time)
-        version = 1 if job.current is None else job.current.version + 1
+    def encode(self, job: Job) -> Job:
+        """The drop-in product in the format it came in (the input's bytes for a field without
+        holes; a bundle with only its infilled member re-encoded), and the field downstream
+        reads from it (decoded again: the netCDF holds what the product holds)."""
+        fld, path = job.fld, job.arrival.path
         try:
             job.targets = outputs.output_paths(
                 self.config.outgoing, self.config.output_name, path.name, fld
             )
         except outputs.OutputPathError as err:  # never written outside the output tree
             raise Quarantine("unsupported", str(err)) from None
+        if job.values is None:
+            job.product = job.data
+        else:
+            filled = outputs.infilled(fld, job.report.failure, job.values)
+            member = radolan.member_name(fld, str(path))
+            job.product = (
+                radolan.dumps(filled, job.targets.radolan.name)
+                if member is None
+                else radolan.dumps_tar(job.data, {member: filled}, str(path))
+            )
+        written = radolan.loads(job.product, str(job.targets.radolan))
+        job.output = written[next(i for i, f in enumerate(job.fields) if f is fld)]
+        return job
+
+    def write(self, job: Job) -> Job:
+        """Every output of the next version (see :class:`~radinfill.daemon.outputs.Writer`)."""
+        fld, report, path = job.fld, job.report, job.arrival.path
+        job.current = self.ledger.current(fld.product, fld.time)
+        version = 1 if job.current is None else job.current.version + 1
         job.details = {
             "hole_pixels": report.pixels,
             "hole_fraction": report.pixels / max(int(report.coverage.sum()), 1),
@@ -357,10 +383,9 @@ class Pipeline:
         }
         job.written = self.writer.write(
             job.targets,
-            source=job.data,
-            field=fld,
+            product=job.product,
+            output=job.output,
             hole=report.failure,
-            values=job.values,
             provenance=self._provenance(path, job.sha256, version, job.details),
             record=self._record(job.arrival, fld, job.sha256, version, job.verdict, job.details),
         )
@@ -421,12 +446,9 @@ class Pipeline:
             return NotReadyError(str(err), INCOMPLETE_RETRY_S)
         return Quarantine(kind, str(err))
 
-    def _check(self, fields: list[Field], name: str) -> Result | tuple[str, str] | None:
-        """None if the file is one usable product; an ignore Result, or (kind, reason) to
+    def _check(self, fld: Field, name: str) -> Result | tuple[str, str] | None:
+        """None if the file's field is usable; an ignore Result, or (kind, reason) to
         quarantine."""
-        if len(fields) != 1:
-            return "unsupported", f"holds {len(fields)} products; the service takes one per file"
-        (fld,) = fields
         ahead = fld.time.timestamp() - self.clock()
         if ahead > MAX_AHEAD_S:
             return (
@@ -438,11 +460,12 @@ class Pipeline:
         if named and named.group(1).upper() != fld.product.upper():
             return "mismatch", f"the name says {named.group(1).upper()}, the header {fld.product}"
         wanted = self.config.products
-        usable = fld.unit == "mm" and not fld.info.nodata_means_dry and fld.header.raw
+        encodable = bool(fld.header.raw or fld.original)  # binary or ODIM-HDF5
+        usable = fld.unit == "mm" and not fld.info.nodata_means_dry and encodable
         if (wanted and fld.product not in wanted) or (not wanted and not usable):
             return Result(Outcome.IGNORED, fld.product, fld.time)
         if not usable:
-            return "unsupported", f"{fld.product} is not a RADOLAN binary precipitation amount"
+            return "unsupported", f"{fld.product} is not a precipitation amount product"
         shape = self.shapes.setdefault(fld.product, fld.values.shape)
         if shape != fld.values.shape:
             return (

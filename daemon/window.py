@@ -135,8 +135,9 @@ class Window:
             return None
         try:
             with open_input(path) as file:  # never through a link put there since
-                (other,) = radolan.loads(file.read(MAX_STREAM_BYTES + 1), str(path))
-        except (RadolanError, OSError, ValueError):  # ValueError: not exactly one product
+                fields = radolan.loads(file.read(MAX_STREAM_BYTES + 1), str(path))
+            other = radolan.analysis(fields, str(path))
+        except (RadolanError, OSError):
             return None
         if other.values.shape != field.values.shape or other.time != time:
             return None

@@ -29,14 +29,14 @@ def write(product: Path, out: Path, injected: Faults | None, retries: list[str])
     fld = radolan.read_one(product)
     hole = holes.detect(fld).failure
     values = np.where(np.isnan(fld.values), 0.0, fld.values).astype(np.float32)
+    filled = outputs.infilled(fld, hole, values)
     writer = outputs.Writer(stop=threading.Event(), on_retry=retries.append, faults=injected)
     targets = outputs.output_paths(out, "{name}", product.name, fld)
     return writer.write(
         targets,
-        source=product.read_bytes(),
-        field=fld,
+        product=radolan.dumps(filled, targets.radolan.name),
+        output=filled,
         hole=hole,
-        values=values,
         provenance={"infill_method": "test"},
         record={"product": fld.product},
     )

@@ -1,7 +1,8 @@
 """RADOLAN codec: decode and encode DWD composites, read archives, grids and sites.
 
 Public API: :func:`decode`, :func:`encode`, :func:`read`, :func:`read_one`, :func:`write`,
-:func:`dumps`, :func:`dumps_tar`, :func:`build_header`, :class:`Field`, :class:`RadolanError`,
+:func:`dumps`, :func:`dumps_tar`, :func:`analysis`, :func:`member_name`,
+:func:`build_header`, :class:`Field`, :class:`RadolanError`,
 :class:`Grid`, :func:`grid_for`.
 """
 
@@ -10,13 +11,24 @@ from radinfill.radolan.errors import RadolanError
 from radinfill.radolan.grids import Grid, grid_for
 from radinfill.radolan.header import Header
 from radinfill.radolan.header import build as build_header
-from radinfill.radolan.io import dumps, dumps_tar, loads, read, read_one, sniff, write
+from radinfill.radolan.io import (
+    analysis,
+    dumps,
+    dumps_tar,
+    loads,
+    member_name,
+    read,
+    read_one,
+    sniff,
+    write,
+)
 
 __all__ = [
     "Field",
     "Grid",
     "Header",
     "RadolanError",
+    "analysis",
     "build_header",
     "decode",
     "dumps",
@@ -24,6 +36,7 @@ __all__ = [
     "encode",
     "grid_for",
     "loads",
+    "member_name",
     "read",
     "read_one",
     "sniff",

@@ -14,7 +14,7 @@ import io
 import os
 import tarfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from radinfill import atomic
@@ -95,6 +95,43 @@ def read_one(path: str | os.PathLike[str]) -> Field:
             kind="unsupported",
         )
     return fields[0]
+
+
+def analysis(fields: Sequence[Field], source: str = "<bytes>") -> Field:
+    """The field of a file that is infilled: its only product, or the analysis (lead 0) of a
+    forecast bundle such as DWD's ``composite_rv_YYYYMMDD_HHMM.tar`` (its other members are
+    forecasts of the same nominal time).
+
+    Raises
+    ------
+    RadolanError
+        ``unsupported`` if the file holds several products or nominal times, or a bundle has
+        no analysis member.
+    """
+    if len(fields) == 1:
+        return fields[0]
+    if len({(f.product, f.time) for f in fields}) != 1:
+        raise RadolanError(
+            f"holds {len(fields)} products of several kinds or times; one per file, or one "
+            "forecast bundle",
+            source=source,
+            kind="unsupported",
+        )
+    analyses = [f for f in fields if f.header.lead_minutes == 0]
+    if len(analyses) != 1:
+        raise RadolanError(
+            f"a bundle of {len(fields)} members with {len(analyses)} analyses (lead 0), "
+            "expected one",
+            source=source,
+            kind="unsupported",
+        )
+    return analyses[0]
+
+
+def member_name(field: Field, source: str) -> str | None:
+    """The archive member ``field`` was read from, when ``source`` (the file) is an archive."""
+    prefix = f"{source}:"
+    return field.source.removeprefix(prefix) if field.source.startswith(prefix) else None
 
 
 def write(field: Field, path: str | os.PathLike[str], mode: int = atomic.DEFAULT_MODE) -> None:
