@@ -17,6 +17,7 @@ is reported at once, one line each, so an operator fixes a file in one round::
     window = 6                                # fields of context the model sees
     max_context = 24                          # fields kept for a long outage (advection source)
     fallback = "advection_boundary"           # baseline when the engine fails
+    forecast_members = "analysis"             # of a forecast bundle: analysis | all
     late_radar_wait_s = 0                     # hold a holed field this long for a correction
     horizon_s = 7200                          # corrections older than this are not reprocessed
     watch = "auto"                            # auto | inotify | polling
@@ -64,6 +65,9 @@ from typing import Any
 __all__ = ["ConfigError", "MetricsConfig", "ServiceConfig", "load", "parse"]
 
 _WATCH_MODES = ("auto", "inotify", "polling")
+#: Members of a forecast bundle (DWD's ``composite_rv_*.tar``) that are infilled: the analysis
+#: (lead 0) only, the forecasts passed on byte for byte; or every member with holes.
+_FORECAST_MEMBERS = ("analysis", "all")
 _LOG_FORMATS = ("auto", "json", "console")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Directories that must neither be one nor hold one another, and what would go wrong.
@@ -118,6 +122,7 @@ class ServiceConfig:
     window: int = 6
     max_context: int = 24
     fallback: str = "advection_boundary"
+    forecast_members: str = "analysis"
     late_radar_wait_s: float = 0.0
     horizon_s: float = 7200.0
     watch: str = "auto"
@@ -231,7 +236,9 @@ def _service_values(
             [k for k in settable if k.endswith("_s")] + ["retention_days"], check.number
         ),
         **dict.fromkeys(("netcdf", "sidecar", "latest_link"), check.boolean),
-        **dict.fromkeys(("output_name", "device", "fallback", "watch"), check.string),
+        **dict.fromkeys(
+            ("output_name", "device", "fallback", "watch", "forecast_members"), check.string
+        ),
         "output_mode": check.file_mode,
     }
     values |= {key: read(key) for key, read in readers.items() if key in service}
@@ -250,6 +257,8 @@ def _check_semantics(values: Mapping[str, Any], problems: list[str]) -> None:
         problems.append("service.max_context must be >= service.window")
     if values.get("watch", "auto") not in _WATCH_MODES:
         problems.append(f"service.watch must be one of {', '.join(_WATCH_MODES)}")
+    if values.get("forecast_members", "analysis") not in _FORECAST_MEMBERS:
+        problems.append(f"service.forecast_members must be one of {', '.join(_FORECAST_MEMBERS)}")
     if values.get("fallback", "advection_boundary") not in baselines.list_methods():
         problems.append(f"service.fallback must be one of {', '.join(baselines.list_methods())}")
     elif not baselines.is_causal(values.get("fallback", "advection_boundary")):

@@ -138,6 +138,8 @@ class Job:
     report: holes.HoleReport = None  # type: ignore[assignment]  # set by ``holes``
     context: Context = None  # type: ignore[assignment]  # set by ``infill``
     values: np.ndarray | None = None
+    #: The infilled fields by ``id`` of the input field they replace (a bundle may have several).
+    filled: dict[int, Field] = field(default_factory=dict)
     method: str = "none"
     fallback: str = ""
     current: Entry | None = None
@@ -152,7 +154,7 @@ class Job:
     def result(self) -> Result:
         """The :class:`Result` of a job that went through every stage."""
         assert self.entry is not None
-        outcome = Outcome.PROCESSED if self.values is not None else Outcome.PASSTHROUGH
+        outcome = Outcome.PROCESSED if self.filled else Outcome.PASSTHROUGH
         details = self.details | {"verdict": self.verdict.value, "timings_s": self.timings}
         fld, version = self.fld, self.entry.version
         return Result(outcome, fld.product, fld.time, version, tuple(self.written), details)
@@ -331,13 +333,24 @@ class Pipeline:
         return job
 
     def infill(self, job: Job) -> Job:
-        """The window's context and the infilled values (None for a pass-through)."""
+        """The window's context and the infilled field(s): the file's field (of a bundle: the
+        analysis) and, with ``forecast_members = "all"``, every forecast member with holes, each
+        as the current frame after the analyses before it."""
         fld, report = job.fld, job.report
         job.context = self.window.context(fld, bool(report.pixels))
         job.values, job.method, job.fallback = self._infill(fld, report, job.context.frames)
+        if job.values is not None:
+            job.filled[id(fld)] = outputs.infilled(fld, report.failure, job.values)
         newest = self.complete.get(fld.product)
         if not report.pixels and (newest is None or newest[0].time <= fld.time):
             self.complete[fld.product] = (fld, job.context.frames)
+        if self.config.forecast_members == "all":
+            for member in (m for m in job.fields if m is not fld):
+                member_report = holes.detect(member)
+                frames = np.concatenate([job.context.frames[:-1], member.values[None]])
+                values, _, _ = self._infill(member, member_report, frames)
+                if values is not None:
+                    job.filled[id(member)] = outputs.infilled(member, member_report.failure, values)
         return job
 
     def encode(self, job: Job) -> Job:
@@ -351,16 +364,17 @@ class Pipeline:
             )
         except outputs.OutputPathError as err:  # never written outside the output tree
             raise Quarantine("unsupported", str(err)) from None
-        if job.values is None:
+        if not job.filled:
             job.product = job.data
+        elif radolan.member_name(fld, str(path)) is None:  # a file of one product
+            job.product = radolan.dumps(job.filled[id(fld)], job.targets.radolan.name)
         else:
-            filled = outputs.infilled(fld, job.report.failure, job.values)
-            member = radolan.member_name(fld, str(path))
-            job.product = (
-                radolan.dumps(filled, job.targets.radolan.name)
-                if member is None
-                else radolan.dumps_tar(job.data, {member: filled}, str(path))
-            )
+            members = {
+                radolan.member_name(f, str(path)): job.filled[id(f)]
+                for f in job.fields
+                if id(f) in job.filled
+            }
+            job.product = radolan.dumps_tar(job.data, members, str(path))
         written = radolan.loads(job.product, str(job.targets.radolan))
         job.output = written[next(i for i, f in enumerate(job.fields) if f is fld)]
         return job

@@ -91,3 +91,23 @@ def test_the_service_answers_odim_with_odim(samples: Path, tmp_path: Path) -> No
     written = (config.outgoing / Path(ODIM_RW).name).read_bytes()
     assert radolan.sniff(written) == "hdf5"
     assert (config.outgoing / f"{Path(ODIM_RW).name}.nc").is_file()
+
+
+def test_forecast_members_all_infills_every_member_with_holes(
+    samples: Path, tmp_path: Path
+) -> None:
+    config = make_config(tmp_path, model="baseline:laplace", forecast_members="all")
+    config.incoming[0].mkdir(parents=True)
+    source = samples / ODIM_RV_TAR
+    shutil.copy(source, config.incoming[0] / source.name)
+    with running(config) as service:
+        wait_for(lambda: service.processed >= 1, 60, "the bundle")
+    given = _members(source.read_bytes())
+    written = _members((config.outgoing / source.name).read_bytes())
+    assert list(written) == list(given)
+    for name in (ANALYSIS, FORECAST):
+        hole = holes.detect(radolan.decode(given[name])).failure
+        assert hole.any()
+        _, qualities = _stored(written[name])
+        (quality,) = qualities.values()
+        assert np.array_equal(quality.astype(bool), hole[::-1])
