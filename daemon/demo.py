@@ -2,7 +2,8 @@
 
 The demo does what an operator's first day looks like, in one temporary tree:
 
-1. writes a synthetic RY stream (900 x 900, radars failing and recovering, with its truth) and,
+1. writes a synthetic RY stream (900 x 900, radars failing and recovering, with its truth), a
+   short synthetic ODIM_H5 RV stream (DWD's format since December 2025: ODIM in, ODIM out) and,
    when the real sample data is present (``../shared/data/radolan``), takes the real YW sequence
    of 2017-08-16 too (Quelle: Deutscher Wetterdienst);
 2. writes a service configuration and starts the real service on it (the watchdog observer,
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from radinfill import stream
+from radinfill import radolan, stream
 from radinfill.daemon.config import parse
 from radinfill.daemon.service import Service
 from radinfill.daemon.telemetry import configure_logging
@@ -40,6 +41,9 @@ from radinfill.defaults import DEFAULT_MODEL, sample_data_dir
 
 #: The real rainy 5-minute sequence among the samples.
 _REAL_SEQUENCE = Path("radolan_to_netcdf") / "radolan_yw"
+#: The synthetic ODIM_H5 stream (DWD's current format): RV products on a crop of DE1200.
+ODIM_STEPS = 6
+ODIM_GRID = (400, 400)
 #: Longest wait (s) for one product's outputs before the next product is delivered anyway.
 DELIVERY_TIMEOUT_S = 60.0
 
@@ -72,7 +76,19 @@ def run(
         preset="mixed",
         outage_options={"p_fail": 0.08},
     )
-    deliveries = list(manifest.files)
+    print(f"writing a synthetic ODIM_H5 RV stream of {ODIM_STEPS} products (DWD's format) ...")
+    odim = stream.write_stream(
+        feed / "odim",
+        product="RV",
+        grid=ODIM_GRID,
+        steps=ODIM_STEPS,
+        start=datetime(2025, 12, 1, 6, 0, tzinfo=UTC),
+        seed=11,
+        preset="mixed",
+        outage_options={"p_fail": 0.2},
+        file_format="odim",
+    )
+    deliveries = [*manifest.files, *odim.files]
     samples = data if data is not None else sample_data_dir()
     if real and samples is not None and (samples / _REAL_SEQUENCE).is_dir():
         real_files = sorted((samples / _REAL_SEQUENCE).glob("raa01-yw*"))
@@ -105,7 +121,13 @@ def run(
     _summary(sidecars, latencies, len(deliveries))
     scores = _scores(manifest, config.outgoing)
     looks = _quicklooks(sidecars, config.outgoing, out / "quicklooks")
-    print(f"\noutputs:     {config.outgoing}  (RADOLAN + netCDF + JSON sidecar per input)")
+    print(
+        f"\noutputs:     {config.outgoing}  (the input's format + netCDF + JSON sidecar per input)"
+    )
+    same = sum(_is_odim(config.outgoing / path.name) for path in odim.files)
+    print(
+        f"ODIM_H5:     {same} of {len(odim.files)} ODIM inputs answered in ODIM_H5 (quality field)"
+    )
     print(f"quicklooks:  {', '.join(str(p) for p in looks) or '-'}")
     print(f"metrics:     {out / 'metrics.prom'} (scraped from the live endpoint)")
     print(f"config:      {out / 'service.toml'}   ledger: {config.ledger_path}")
@@ -162,6 +184,14 @@ def _deliver(files: list[Path], incoming: Path, outgoing: Path) -> None:
         _wait(outgoing, number, DELIVERY_TIMEOUT_S)
 
 
+def _is_odim(path: Path) -> bool:
+    """Whether ``path`` is an ODIM-HDF5 file (by its magic bytes)."""
+    try:
+        return radolan.sniff(path.read_bytes()[:512]) == "hdf5"
+    except OSError:
+        return False
+
+
 def _wait(outgoing: Path, expected: int, timeout_s: float) -> int:
     """Wait until ``expected`` sidecars exist (the last file of each output set)."""
     _wait_for(lambda: len(list(outgoing.glob("*.json"))) >= expected, timeout_s)
@@ -205,7 +235,7 @@ def _scores(manifest: stream.StreamManifest, outgoing: Path) -> dict[str, float]
     """Hole scores of the synthetic outputs against the stream's truth."""
     import xarray as xr
 
-    from radinfill import radolan, scores
+    from radinfill import scores
 
     with xr.open_dataset(manifest.truth, engine="netcdf4") as truth_ds:
         truth = truth_ds[manifest.product].load().values
@@ -223,7 +253,7 @@ def _scores(manifest: stream.StreamManifest, outgoing: Path) -> dict[str, float]
 
 def _quicklooks(sidecars: list[dict[str, Any]], outgoing: Path, directory: Path) -> list[Path]:
     """Before/after panels of the two products with the largest holes."""
-    from radinfill import holes, plots, radolan
+    from radinfill import holes, plots
 
     worst = sorted(sidecars, key=lambda s: s["hole_pixels"], reverse=True)[:2]
     paths = []

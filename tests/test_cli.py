@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
 
 from radinfill.cli import build_parser, main
+from radinfill.daemon.demo import ODIM_STEPS
 
 RW_NHB = "dwdradar/tests/raa01-rw_10000-1907010950-dwd---bin_weatherRadolan"
 CORRUPT = "wradlib-data/showcase_CORRUPT/raa01-w3_10000-1408110550-dwd---bin.gz"
@@ -96,8 +98,13 @@ def test_demo_runs_the_service_on_a_generated_stream(samples: Path, tmp_path: Pa
     )
     assert done.returncode == 0, done.stdout + done.stderr
     real = len(list((samples / "radolan_to_netcdf" / "radolan_yw").glob("raa01-yw*")))
-    delivered = 6 + real
+    delivered = 6 + ODIM_STEPS + real
     assert f"{delivered} of {delivered} products written" in done.stdout
+    assert f"{ODIM_STEPS} of {ODIM_STEPS} ODIM inputs answered in ODIM_H5" in done.stdout
+    odim = sorted((out / "outgoing").glob("composite_rv_*-hd5"))
+    assert len(odim) == ODIM_STEPS
+    with h5py.File(odim[-1], "r") as h5:  # an independent reader: ODIM_H5 out
+        assert h5.attrs["Conventions"].startswith(b"ODIM_H5")
     outgoing = out / "outgoing"
     assert len(list(outgoing.glob("*.json"))) == delivered
     assert len(list(outgoing.glob("*.nc"))) == delivered
