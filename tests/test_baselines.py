@@ -287,7 +287,10 @@ def test_advection_boundary_keeps_the_prior_where_no_ring_exists(truth, hole):
     frames[-1][hole] = np.nan
     smooth = baselines.get_method("advection_smooth")(frames, hole)
     corrected = baselines.get_method("advection_boundary")(frames, hole)
-    assert np.array_equal(bits(corrected), bits(smooth))
+    assert np.array_equal(bits(corrected[~hole]), bits(smooth[~hole]))
+    # The two reach differently far (the ring), so they run on crops of different sizes, whose
+    # OpenCV blurs and remaps round differently in the last bits.
+    np.testing.assert_allclose(corrected[hole], smooth[hole], rtol=1e-5, atol=1e-6)
 
 
 def test_advection_boundary_follows_growth_seen_at_the_edge(truth, hole, outside):
