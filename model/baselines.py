@@ -78,6 +78,9 @@ from radinfill.model import crops, motion
 #: and 8 px, averaged along the ring) changed hole RMSE by under 0.3 % on the held-out real
 #: cases, slightly for the worse on two of three.
 BOUNDARY_RING = 1
+#: Blur of ``advection_smooth`` and ``advection_boundary`` in px per step of lead (see
+#: :func:`_advection_smooth` for why 1 px).
+SIGMA_PER_STEP = 1.0
 #: Radius in sigmas of what a Gaussian blur of :func:`radinfill.model.motion.nan_blur` reads:
 #: OpenCV cuts float kernels at 4 sigma; one more sigma covers the area averaging and the
 #: bilinear interpolation back of the blurs it runs on a down-sampled grid (sigma >= 8 px).
@@ -283,7 +286,7 @@ def advection_with_flow(
     hole: np.ndarray,
     flow: np.ndarray,
     *,
-    sigma_per_step: float = 1.0,
+    sigma_per_step: float = SIGMA_PER_STEP,
     ring: int = BOUNDARY_RING,
 ) -> np.ndarray:
     """``advection_boundary`` along a given motion field (``ring=0``: ``advection_smooth``;
@@ -362,7 +365,11 @@ def _advection(frames: np.ndarray, hole: np.ndarray, flow: np.ndarray) -> np.nda
 
 
 def _advection_smooth(
-    frames: np.ndarray, hole: np.ndarray, flow: np.ndarray, *, sigma_per_step: float = 1.0
+    frames: np.ndarray,
+    hole: np.ndarray,
+    flow: np.ndarray,
+    *,
+    sigma_per_step: float = SIGMA_PER_STEP,
 ) -> np.ndarray:
     """``advection`` with each lead group blurred by a Gaussian of ``sigma_per_step * lead`` px.
 
@@ -378,7 +385,7 @@ def _advection_boundary(
     hole: np.ndarray,
     flow: np.ndarray,
     *,
-    sigma_per_step: float = 1.0,
+    sigma_per_step: float = SIGMA_PER_STEP,
     ring: int = BOUNDARY_RING,
 ) -> np.ndarray:
     """``advection_smooth`` corrected to what the current frame shows around the hole.
