@@ -20,9 +20,11 @@ process after imports and loading the case.
 neighbourhood of the hole (:mod:`radinfill.model.crops`) for the service default
 ``advection_boundary`` and the shipped model (``assets/model``), on 1100 x 900 and 900 x 900
 with the same case. ``full``: every region is the whole grid (the computation before crops),
-motion computed afresh; ``cropped``: the same with crops; ``+cache``: crops, and the motion of
-the frame pairs the previous field already had is cached, as while the service's window slides
-(only the newest pair is new). ``crop %``: the share of the grid the method's crops cover.
+nothing cached; ``cropped``: the same with crops; ``+cache``: crops, right after the previous
+field of the same outage (the window one frame earlier), as while the service's window slides:
+the optical flow of all frame pairs but the newest and the factorised Laplace matrix of the
+unchanged hole are cached (:mod:`radinfill.model.memo`). ``crop %``: the share of the grid the
+method's crops cover.
 """
 
 from __future__ import annotations
@@ -164,32 +166,29 @@ def crop_records(window: int, repeat: int) -> list[dict[str, object]]:
 def _crop_record(
     method: Callable[..., np.ndarray], frames: np.ndarray, hole: np.ndarray, repeat: int
 ) -> dict[str, float]:
-    """Seconds per field of ``method`` on the whole grid, on crops, and on crops with the
-    motion of the earlier frame pairs cached."""
-    from radinfill.model import crops, motion
+    """Seconds per field of ``method`` on the whole grid, on crops, and on crops right after
+    the previous field of the outage."""
+    from radinfill.model import crops
 
-    history = frames.copy()
-    history[-1][hole] = np.nan
     whole = [(slice(0, hole.shape[0]), slice(0, hole.shape[1]))]
     method(frames, hole)  # first-call costs
     with mock.patch.object(crops, "regions", return_value=whole):
-        full = _best_of(repeat, lambda: method(frames, hole), _forget_motion)
+        full = _best_of(repeat, lambda: method(frames, hole), _forget)
     return {
         "full_s": full,
-        "cropped_s": _best_of(repeat, lambda: method(frames, hole), _forget_motion),
+        "cropped_s": _best_of(repeat, lambda: method(frames, hole), _forget),
         "cached_s": _best_of(
-            repeat,
-            lambda: method(frames, hole),
-            lambda: (_forget_motion(), motion.estimate(history[:-1])),
+            repeat, lambda: method(frames, hole), lambda: (_forget(), method(frames[:-1], hole))
         ),
     }
 
 
-def _forget_motion() -> None:
-    """Empty the cache of frame pairs' optical flow (a field whose motion is all new)."""
-    from radinfill.model import motion
+def _forget() -> None:
+    """Empty the caches of optical flow and Laplace factorisations (a field all new)."""
+    from radinfill.model import baselines, motion
 
-    motion._PAIR_CACHE.clear()
+    motion._PAIRS.clear()
+    baselines._FACTORS.clear()
 
 
 def _crop_share(method: Callable[..., np.ndarray], frames: np.ndarray, hole: np.ndarray) -> float:

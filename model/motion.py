@@ -26,21 +26,21 @@ and 100 px and falls back to the field's mean flow in the middle of a large hole
 around a hole would need most of the grid to reproduce it. What is expensive is the optical flow
 of each frame pair (about 90 ms per pair on 1100 x 900, 2 cores); while a window slides, every
 pair but the newest was seen by an earlier call. :func:`pair_flow` therefore keeps the last
-:data:`PAIR_CACHE_SIZE` pairs, keyed by a digest of the two frames' bytes (values and NaN, i.e.
-the masks) and the options, so a corrected or re-delivered frame is a new key and is recomputed.
+:data:`PAIR_CACHE_SIZE` pairs (:class:`radinfill.model.memo.ContentCache`), keyed by a digest of
+the two frames' bytes (values and NaN, i.e. the masks) and the options, so a corrected or
+re-delivered frame is a new key and is recomputed.
 Each pair is scaled to 8 bits on its own (the two images share one scale, which is what the
 optical flow needs), so a pair's flow does not depend on the other frames of the window.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import threading
-from collections import OrderedDict
 
 import cv2
 import numpy as np
+
+from radinfill.model import memo
 
 #: Relative weight of the next-coarser estimate in the multi-scale normalised convolution: the
 #: fine scale wins where the local data weight (a fraction in [0, 1]) exceeds this.
@@ -136,26 +136,9 @@ def pair_flow(
         no rain or no common data. Cached by content (see the module notes): treat as
         read-only.
     """
-    key = _pair_key(first, second, erosion, preset)
-    with _PAIR_LOCK:
-        if key in _PAIR_CACHE:
-            _PAIR_CACHE.move_to_end(key)
-            return _PAIR_CACHE[key]
-    result = _dis_flow(first, second, erosion, preset)
-    with _PAIR_LOCK:
-        _PAIR_CACHE[key] = result
-        while len(_PAIR_CACHE) > PAIR_CACHE_SIZE:
-            _PAIR_CACHE.popitem(last=False)
-    return result
-
-
-def _pair_key(first: np.ndarray, second: np.ndarray, erosion: int, preset: int) -> bytes:
-    """Digest of both frames' bytes (values and NaN), their shape and the flow options."""
-    digest = hashlib.blake2b(digest_size=20)
-    digest.update(repr((first.shape, int(erosion), int(preset))).encode())
-    for frame in (first, second):
-        digest.update(np.ascontiguousarray(frame, dtype=np.float32).tobytes())
-    return digest.digest()
+    first, second = (np.asarray(frame, dtype=np.float32) for frame in (first, second))
+    key = memo.digest(first, second, int(erosion), int(preset))
+    return _PAIRS.get(key, lambda: _dis_flow(first, second, erosion, preset))
 
 
 def _dis_flow(first: np.ndarray, second: np.ndarray, erosion: int, preset: int) -> PairFlow:
@@ -175,8 +158,7 @@ def _dis_flow(first: np.ndarray, second: np.ndarray, erosion: int, preset: int) 
     return np.ascontiguousarray(np.moveaxis(flow, -1, 0)), counts
 
 
-_PAIR_CACHE: OrderedDict[bytes, PairFlow] = OrderedDict()
-_PAIR_LOCK = threading.Lock()
+_PAIRS: memo.ContentCache[PairFlow] = memo.ContentCache(PAIR_CACHE_SIZE)
 
 
 def advect(field: np.ndarray, flow: np.ndarray, lead_steps: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from radinfill.model import motion
+from radinfill.model import memo, motion
 
 
 def translating_rain(
@@ -206,7 +206,7 @@ def counted_pairs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[np.ndarray, np.
         calls.append((first.copy(), second.copy()))
         return compute(first, second, erosion, preset)
 
-    monkeypatch.setattr(motion, "_PAIR_CACHE", type(motion._PAIR_CACHE)())
+    monkeypatch.setattr(motion, "_PAIRS", memo.ContentCache(motion.PAIR_CACHE_SIZE))
     monkeypatch.setattr(motion, "_dis_flow", counting)
     return calls
 
@@ -218,9 +218,9 @@ def test_a_sliding_window_computes_each_pair_once(counted_pairs):
     for (first, second), t in zip(counted_pairs, range(7), strict=True):
         np.testing.assert_array_equal(first, frames[t])
         np.testing.assert_array_equal(second, frames[t + 1])
-    assert len(motion._PAIR_CACHE) <= motion.PAIR_CACHE_SIZE
+    assert len(motion._PAIRS) <= motion.PAIR_CACHE_SIZE
     # A reused pair gives what a fresh computation gives (the cache emptied first).
-    motion._PAIR_CACHE.clear()
+    motion._PAIRS.clear()
     np.testing.assert_array_equal(flows[-1], motion.estimate(frames[5:8]))
 
 
@@ -241,6 +241,6 @@ def test_the_pair_cache_is_bounded(counted_pairs):
     frames = translating_rain(velocity=(1.5, 0.5), steps=motion.PAIR_CACHE_SIZE + 3)
     for t in range(1, len(frames)):
         motion.estimate(frames[t - 1 : t + 1])
-    assert len(motion._PAIR_CACHE) == motion.PAIR_CACHE_SIZE
+    assert len(motion._PAIRS) == motion.PAIR_CACHE_SIZE
     motion.estimate(frames[:2])  # the oldest pair was evicted
     assert len(counted_pairs) == len(frames)
