@@ -1,7 +1,7 @@
 """Benchmark inference: size, FLOPs, CPU latency and peak memory of every variant vs baselines.
 
 Usage: ``python bench/inference.py [--grid 900x900] [--window 6] [--repeat 1] [--threads N]
-[--variant NAME ...]``
+[--variant NAME ...]``, or ``python bench/inference.py --crops [--repeat 3] [--threads N]``
 
 Input: a synthetic ``mixed`` RY-like sequence (:func:`radinfill.synth.sequence`, mm per 5 min)
 of ``window`` frames with the 150 km disc of the wettest radar site cut out of the last three
@@ -15,6 +15,16 @@ multiply-add; convolutions and matrix products only, element-wise operations are
 Each row runs in its own process on the case saved by the parent, so peak memory is that
 process's maximum resident set size (``getrusage``) and ``+model`` its growth beyond the
 process after imports and loading the case.
+
+``--crops`` compares, in one process, the whole-grid computation with the computation on the
+neighbourhood of the hole (:mod:`radinfill.model.crops`) for the service default
+``advection_boundary`` and the shipped model (``assets/model``), on 1100 x 900 and 900 x 900
+with the same case. ``full``: every region is the whole grid (the computation before crops),
+nothing cached; ``cropped``: the same with crops; ``+cache``: crops, right after the previous
+field of the same outage (the window one frame earlier), as while the service's window slides:
+the optical flow of all frame pairs but the newest and the factorised Laplace matrix of the
+unchanged hole are cached (:mod:`radinfill.model.memo`). ``crop %``: the share of the grid the
+method's crops cover.
 """
 
 from __future__ import annotations
@@ -28,11 +38,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
 BASELINES = ("laplace", "advection", "advection_smooth")
 REFERENCE = "advection"
+#: Grids and methods of the ``--crops`` table.
+CROP_GRIDS = ((1100, 900), (900, 900))
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "model"
 
 
 def case(grid: tuple[int, int], window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,10 +142,96 @@ def _gpu(model, frames: np.ndarray, hole: np.ndarray, window: int) -> dict[str, 
     return result
 
 
-def _best_of(repeat: int, run: Callable[[], object]) -> float:
-    """Shortest wall time of ``repeat`` runs (s): the least disturbed by other load."""
+def crop_records(window: int, repeat: int) -> list[dict[str, object]]:
+    """Whole grid vs crops for the default baseline and the shipped model on every grid."""
+    from radinfill.model import baselines
+    from radinfill.model.engine import InfillEngine
+
+    methods = {
+        "advection_boundary": baselines.get_method("advection_boundary"),
+        "shipped model": InfillEngine.from_checkpoint(SHIPPED, "cpu").infill,
+    }
+    records = []
+    for grid in CROP_GRIDS:
+        frames, hole = case(grid, window)
+        for name, method in methods.items():
+            records.append(
+                {"grid": "x".join(map(str, grid)), "name": name}
+                | _crop_record(method, frames, hole, repeat)
+                | {"crop_share": _crop_share(method, frames, hole)}
+            )
+    return records
+
+
+def _crop_record(
+    method: Callable[..., np.ndarray], frames: np.ndarray, hole: np.ndarray, repeat: int
+) -> dict[str, float]:
+    """Seconds per field of ``method`` on the whole grid, on crops, and on crops right after
+    the previous field of the outage."""
+    from radinfill.model import crops
+
+    whole = [(slice(0, hole.shape[0]), slice(0, hole.shape[1]))]
+    method(frames, hole)  # first-call costs
+    with mock.patch.object(crops, "regions", return_value=whole):
+        full = _best_of(repeat, lambda: method(frames, hole), _forget)
+    return {
+        "full_s": full,
+        "cropped_s": _best_of(repeat, lambda: method(frames, hole), _forget),
+        "cached_s": _best_of(
+            repeat, lambda: method(frames, hole), lambda: (_forget(), method(frames[:-1], hole))
+        ),
+    }
+
+
+def _forget() -> None:
+    """Empty the caches of optical flow and Laplace factorisations (a field all new)."""
+    from radinfill.model import baselines, motion
+
+    motion._PAIRS.clear()
+    baselines._FACTORS.clear()
+
+
+def _crop_share(method: Callable[..., np.ndarray], frames: np.ndarray, hole: np.ndarray) -> float:
+    """Share of the grid covered by the crops ``method`` computes on."""
+    from radinfill.model import crops
+
+    regions = crops.regions
+    areas: list[int] = []
+
+    def recorded(*args: object, **kwargs: object) -> list[crops.Region]:
+        boxes = regions(*args, **kwargs)
+        areas.extend((r.stop - r.start) * (c.stop - c.start) for r, c in boxes)
+        return boxes
+
+    with mock.patch.object(crops, "regions", recorded):
+        method(frames, hole)
+    return sum(areas) / hole.size
+
+
+def crop_table(records: list[dict[str, object]]) -> str:
+    """The ``--crops`` results as a fixed-width text table, with full / cropped ratios."""
+    head = (
+        f"{'grid':<10}{'method':<20}{'crop %':>8}{'full s':>8}{'cropped s':>11}{'+cache s':>10}"
+        f"{'x faster':>10}{'w/ cache':>10}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in records:
+        lines.append(
+            f"{r['grid']:<10}{r['name']:<20}{100 * r['crop_share']:>8.0f}{r['full_s']:>8.2f}"
+            f"{r['cropped_s']:>11.2f}{r['cached_s']:>10.2f}{r['full_s'] / r['cropped_s']:>10.1f}"
+            f"{r['full_s'] / r['cached_s']:>10.1f}"
+        )
+    return "\n".join(lines)
+
+
+def _best_of(
+    repeat: int, run: Callable[[], object], setup: Callable[[], object] = lambda: None
+) -> float:
+    """Shortest wall time of ``repeat`` runs (s), each after an untimed ``setup``: the least
+    disturbed by other load."""
     times = []
     for _ in range(repeat):
+        setup()
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
@@ -189,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per row (best kept)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--variant", action="append", help="default: every variant")
+    parser.add_argument(
+        "--crops", action="store_true", help="whole grid vs crops around the hole (see above)"
+    )
     # One row in a fresh process, on the case saved by the parent (so that generating it does
     # not count towards the row's peak memory).
     parser.add_argument("--child", nargs=2, metavar=("NAME", "CASE"), help=argparse.SUPPRESS)
@@ -197,6 +301,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.crops:
+        records = crop_records(args.window, args.repeat)
+        print(
+            f"Whole grid vs crops, window {args.window}, one 150 km outage, "
+            f"{torch.get_num_threads()} CPU threads ({os.cpu_count()} cores), "
+            f"best of {args.repeat}\n"
+        )
+        print(crop_table(records))
+        return 0
     if args.child:
         name, saved = args.child
         with np.load(saved) as data:

@@ -20,6 +20,14 @@ Methods are unit-agnostic: the output is in the unit of the frames (mm per inter
 Motion comes from :mod:`radinfill.model.motion` (pixels per step, row 0 = south); the number of
 steps between a hole pixel's last valid frame and the current one is its *lead*.
 
+Every method computes in proportion to the hole: the motion is estimated once on the whole grid
+(it is a property of the whole field, and each frame pair's optical flow is cached), and the
+hole filler then runs on the neighbourhood of each hole component only
+(:func:`radinfill.model.crops.infill_regions`), with the margin :func:`crop_margin`: everything
+a hole pixel's value is computed from lies inside it, so the cropped result equals the whole-grid
+one (``tests/test_crops.py`` checks every method against a whole-grid run). A call without hole
+pixels does no work at all.
+
 ==========================  =======  ==============================================================
 name                        causal   what fills the hole
 ==========================  =======  ==============================================================
@@ -51,7 +59,8 @@ sigma_per_step=2.0)``); unknown options raise TypeError there, not at the first 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
@@ -61,7 +70,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 from scipy import ndimage
 
-from radinfill.model import motion
+from radinfill.model import crops, memo, motion
 
 #: Width in pixels of the ring of valid pixels around a hole from which ``advection_boundary``
 #: takes the current frame's departure from the advection. 1 px: the valid pixels next to the
@@ -69,6 +78,29 @@ from radinfill.model import motion
 #: and 8 px, averaged along the ring) changed hole RMSE by under 0.3 % on the held-out real
 #: cases, slightly for the worse on two of three.
 BOUNDARY_RING = 1
+#: Blur of ``advection_smooth`` and ``advection_boundary`` in px per step of lead (see
+#: :func:`_advection_smooth` for why 1 px).
+SIGMA_PER_STEP = 1.0
+#: Radius in sigmas of what a Gaussian blur of :func:`radinfill.model.motion.nan_blur` reads:
+#: OpenCV cuts float kernels at 4 sigma; one more sigma covers the area averaging and the
+#: bilinear interpolation back of the blurs it runs on a down-sampled grid (sigma >= 8 px).
+BLUR_REACH_SIGMAS = 5.0
+#: SuperLU settings for the Laplace matrix, which is symmetric positive definite: a minimum-degree
+#: ordering of A^T + A and diagonal pivots factorise a 150 km disc (~76,000 unknowns) in about
+#: half the time of the default (COLAMD ordering, partial pivoting); solutions agree to 1e-12.
+_SUPERLU = MappingProxyType(
+    {
+        "permc_spec": "MMD_AT_PLUS_A",
+        "diag_pivot_thresh": 0.0,
+        "options": {"SymmetricMode": True},
+    }
+)
+#: Factorised Laplace matrices kept (:func:`_laplace`), about 50 MB each for a 150 km disc: one
+#: for the outage being served and one for a second product or the ``laplace`` method.
+FACTOR_CACHE_SIZE = 2
+#: Pixels read beyond a computed point: the bilinear sample at a trajectory's end (1) and the
+#: 4-neighbours of the Laplace solve around a hole (1).
+STENCIL_REACH = 2
 
 
 class InfillMethod(Protocol):
@@ -80,11 +112,94 @@ class InfillMethod(Protocol):
 
 
 @dataclass(frozen=True)
+class Flow:
+    """A motion field on the whole grid and the most steps anything is moved along it.
+
+    Attributes
+    ----------
+    field : numpy.ndarray
+        float32 ``(2, rows, cols)``, pixels per step (:func:`radinfill.model.motion.estimate`).
+    steps : int
+        The longest lead (steps) a method advects over along ``field``; with the field's
+        largest speed it bounds how far from a hole pixel the method reads (:func:`crop_margin`).
+    """
+
+    field: np.ndarray
+    steps: int
+
+
+def _no_motion(frames: np.ndarray, future: np.ndarray | None) -> tuple[Flow, ...]:
+    """Methods that move nothing need no motion."""
+    return ()
+
+
+def _past_motion(
+    frames: np.ndarray, future: np.ndarray | None, *, flow_sigma: float = 25.0
+) -> tuple[Flow, ...]:
+    """The motion of the past frames (``flow_sigma``: its smoothing scale in px), over up to
+    ``T - 1`` steps of lead."""
+    return (Flow(motion.estimate(frames, sigma=flow_sigma), len(frames) - 1),)
+
+
+def _two_sided_motion(
+    frames: np.ndarray, future: np.ndarray | None, *, flow_sigma: float = 25.0
+) -> tuple[Flow, ...]:
+    """Forward motion of the past and backward motion of the future frames.
+
+    Backward motion comes from the future frames in reverse order when there are at least two,
+    else it is the past motion reversed; without future frames it is not used (0 steps).
+    """
+    (past,) = _past_motion(frames, future, flow_sigma=flow_sigma)
+    ahead = 0 if future is None else len(future)
+    if ahead >= 2:
+        return past, Flow(motion.estimate(future[::-1], sigma=flow_sigma), ahead)
+    return past, Flow(-past.field, ahead)
+
+
+@dataclass(frozen=True)
 class _Entry:
-    """One registered method: its hole filler and whether it only looks at the past."""
+    """One registered method: its hole filler, whether it only looks at the past, and the
+    motion (on the whole grid) its filler is given after ``frames, hole[, future]``."""
 
     fill: Callable[..., np.ndarray]
     causal: bool
+    motion: Callable[..., tuple[Flow, ...]] = _no_motion
+
+
+def crop_margin(flows: Sequence[Flow], *, sigma_per_step: float = 0.0, ring: int = 0) -> int:
+    """Pixels around a hole component that a method reads: how far it crops the grid.
+
+    A hole pixel (or a ring pixel up to ``ring`` px from the hole) is filled from the point its
+    trajectory started ``steps`` steps back, at most ``steps`` times the largest speed of the
+    flow away, then blurred with sigma ``sigma_per_step * steps``
+    (:data:`BLUR_REACH_SIGMAS` sigmas wide); a ring wider than 1 px is averaged along itself
+    with sigma ``ring / 2``. :data:`STENCIL_REACH` adds the bilinear sample and the Laplace
+    stencil. E.g. 4 px per step over 5 steps with 1 px of blur per step: 20 + 25 + 1 + 2 = 48.
+
+    Parameters
+    ----------
+    flows : sequence of Flow
+        The motion a method advects along (empty: it moves nothing).
+    sigma_per_step : float
+        Blur of the advected field in px per step of lead.
+    ring : int
+        Width in px of the ring of ``advection_boundary``'s correction (0: none).
+
+    Returns
+    -------
+    int
+        The margin in pixels.
+    """
+    steps = max((flow.steps for flow in flows), default=0)
+    travel = max((_largest_speed(flow.field) * flow.steps for flow in flows), default=0.0)
+    ring_reach = ring + (BLUR_REACH_SIGMAS * ring / 2.0 if ring > 1 else 0.0)
+    blur = BLUR_REACH_SIGMAS * sigma_per_step * steps
+    return math.ceil(travel + blur + ring_reach) + STENCIL_REACH
+
+
+def _largest_speed(flow: np.ndarray) -> float:
+    """Largest displacement per step of a ``(2, rows, cols)`` flow, in px."""
+    return float(np.sqrt((flow.astype(np.float64) ** 2).sum(axis=0).max(initial=0.0)))
 
 
 def check_inputs(
@@ -121,9 +236,15 @@ def check_inputs(
 def _contract(name: str, entry: _Entry, **options: object) -> InfillMethod:
     """Wrap a hole filler so that every method validates and finishes its output the same way.
 
-    The filler sees the frames with the current frame's hole set to NaN and returns a full-size
-    field whose hole pixels are used; NaN there becomes 0 and negatives are clipped.
+    The motion is estimated on the whole grid; the filler then runs on each region of the hole
+    (:func:`radinfill.model.crops.infill_regions`, margin :func:`crop_margin`) and sees the crop
+    of the frames with the current frame's hole set to NaN (and of the future and the motion);
+    it returns a field of the crop whose hole pixels are used. NaN there becomes 0 and
+    negatives are clipped.
     """
+    motion_options = {key: options[key] for key in _keywords(entry.motion) if key in options}
+    fill_options = {key: value for key, value in options.items() if key not in motion_options}
+    reach = {**_keywords(entry.fill), **fill_options}
 
     def method(
         frames: np.ndarray, hole: np.ndarray, future: np.ndarray | None = None
@@ -132,13 +253,31 @@ def _contract(name: str, entry: _Entry, **options: object) -> InfillMethod:
         if not hole.any():
             return frames[-1].copy()
         frames = _cut(frames, hole)
-        if entry.causal:
-            return _finish(frames[-1], hole, entry.fill(frames, hole, **options))
-        return _finish(frames[-1], hole, entry.fill(frames, hole, future, **options))
+        flows = entry.motion(frames, future, **motion_options)
+        margin = crop_margin(
+            flows, sigma_per_step=reach.get("sigma_per_step", 0.0), ring=reach.get("ring", 0)
+        )
+
+        def fill(region: crops.Region) -> np.ndarray:
+            crop = (slice(None), *region)
+            given = () if entry.causal else (None if future is None else future[crop],)
+            moved = tuple(flow.field[crop] for flow in flows)
+            return entry.fill(frames[crop], hole[region], *given, *moved, **fill_options)
+
+        return _finish(frames[-1], hole, crops.infill_regions(hole, margin, fill))
 
     method.__name__ = method.__qualname__ = name
     method.__doc__ = entry.fill.__doc__
     return method
+
+
+def _keywords(function: Callable[..., object]) -> Mapping[str, object]:
+    """The keyword-only parameters of ``function`` and their defaults (a method's options)."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
 
 
 def _cut(frames: np.ndarray, hole: np.ndarray) -> np.ndarray:
@@ -160,7 +299,7 @@ def advection_with_flow(
     hole: np.ndarray,
     flow: np.ndarray,
     *,
-    sigma_per_step: float = 1.0,
+    sigma_per_step: float = SIGMA_PER_STEP,
     ring: int = BOUNDARY_RING,
 ) -> np.ndarray:
     """``advection_boundary`` along a given motion field (``ring=0``: ``advection_smooth``;
@@ -175,6 +314,9 @@ def advection_with_flow(
         return frames[-1].copy()
     frames = _cut(frames, hole)
     return _finish(frames[-1], hole, _boundary_advection(frames, hole, flow, sigma_per_step, ring))
+
+
+_FACTORS: memo.ContentCache[scipy.sparse.linalg.SuperLU] = memo.ContentCache(FACTOR_CACHE_SIZE)
 
 
 # --- hole fillers (pure; frames float32 with the current hole already NaN) ---------------------
@@ -197,8 +339,11 @@ def _laplace(frames: np.ndarray, hole: np.ndarray) -> np.ndarray:
     No-data neighbours outside the hole (outside coverage) and the grid edge are Neumann
     (zero-flux) boundaries: unknown there is not the same as dry, so they do not pull the fill
     to 0. Hole components that touch no valid pixel have nothing to interpolate and stay NaN
-    (-> 0). The matrix is symmetric positive definite; the sparse direct solve (SuperLU) of a
-    150 km disc (~70,000 unknowns) takes about 0.5 s on 2 cores and grows faster than linearly.
+    (-> 0). The matrix is symmetric positive definite; its sparse factorisation (SuperLU) for a
+    150 km disc (~76,000 unknowns) takes about 0.25 s on 2 cores and grows faster than linearly,
+    the solve with it about 10 ms. The matrix depends only on the hole and on where the field
+    holds data, which stay the same while an outage persists, so the factorisation is kept
+    (:data:`FACTOR_CACHE_SIZE`) and each later field of the outage costs the solve only.
     """
     current = frames[-1]
     solvable = _dirichlet_components(hole, np.isfinite(current))
@@ -229,20 +374,35 @@ def _laplace(frames: np.ndarray, hole: np.ndarray) -> np.ndarray:
     j = np.concatenate([np.arange(n), *off_j])
     data = np.concatenate([diagonal, -np.ones(len(i) - n)])
     matrix = scipy.sparse.csc_matrix((data, (i, j)), shape=(n, n))
-    filled[solvable] = scipy.sparse.linalg.spsolve(matrix, rhs)
+    key = _system_key(solvable, np.isfinite(current))
+    factors = _FACTORS.get(key, lambda: scipy.sparse.linalg.splu(matrix, **_SUPERLU))
+    filled[solvable] = factors.solve(rhs)
     return filled
 
 
-def _advection(frames: np.ndarray, hole: np.ndarray, *, flow_sigma: float = 25.0) -> np.ndarray:
-    """Each hole pixel's last valid frame moved forward by its lead; persistence where that fails.
+def _system_key(solvable: np.ndarray, known: np.ndarray) -> bytes:
+    """Digest of what the Laplace matrix of :func:`_laplace` is a function of, wherever it is.
 
-    ``flow_sigma`` is the smoothing scale of the motion field in pixels.
+    The unknowns (``solvable``) and which of their neighbours hold data (``known``), in the box
+    around the unknowns grown by 1 px; beyond the grid's edge counts as no data, which is what
+    the matrix makes of it. So the same hole keys the same matrix in any crop of the grid.
     """
-    return _advected_or_persistent(frames, hole, flow_sigma, 0.0)
+    rows, cols = np.nonzero(solvable)
+    box = (slice(rows.min(), rows.max() + 3), slice(cols.min(), cols.max() + 3))
+    return memo.digest(*(np.pad(mask, 1)[box] for mask in (solvable, known)))
+
+
+def _advection(frames: np.ndarray, hole: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Each hole pixel's last valid frame moved forward by its lead; persistence where it fails."""
+    return _advect_or_persist(frames, hole, flow, 0.0)
 
 
 def _advection_smooth(
-    frames: np.ndarray, hole: np.ndarray, *, sigma_per_step: float = 1.0, flow_sigma: float = 25.0
+    frames: np.ndarray,
+    hole: np.ndarray,
+    flow: np.ndarray,
+    *,
+    sigma_per_step: float = SIGMA_PER_STEP,
 ) -> np.ndarray:
     """``advection`` with each lead group blurred by a Gaussian of ``sigma_per_step * lead`` px.
 
@@ -250,15 +410,15 @@ def _advection_smooth(
     that uncertainty. 1 px per step lowered RMSE by 8-15 % on real cases and kept CSI; 3 px per
     step hurt CSI. The blur is NaN-aware, applied to the advected source, used only in the hole.
     """
-    return _advected_or_persistent(frames, hole, flow_sigma, sigma_per_step)
+    return _advect_or_persist(frames, hole, flow, sigma_per_step)
 
 
 def _advection_boundary(
     frames: np.ndarray,
     hole: np.ndarray,
+    flow: np.ndarray,
     *,
-    sigma_per_step: float = 1.0,
-    flow_sigma: float = 25.0,
+    sigma_per_step: float = SIGMA_PER_STEP,
     ring: int = BOUNDARY_RING,
 ) -> np.ndarray:
     """``advection_smooth`` corrected to what the current frame shows around the hole.
@@ -276,12 +436,15 @@ def _advection_boundary(
     it) keeps ``advection_smooth``. log1p is of the frames' own unit (mm per interval for
     RADOLAN).
     """
-    flow = motion.estimate(frames, sigma=flow_sigma)
     return _boundary_advection(frames, hole, flow, sigma_per_step, ring)
 
 
 def _bidirectional(
-    frames: np.ndarray, hole: np.ndarray, future: np.ndarray | None, *, flow_sigma: float = 25.0
+    frames: np.ndarray,
+    hole: np.ndarray,
+    future: np.ndarray | None,
+    past_flow: np.ndarray,
+    back_flow: np.ndarray,
 ) -> np.ndarray:
     """Forward advection from the past blended with backward advection from the future.
 
@@ -290,15 +453,16 @@ def _bidirectional(
     has no value the other is used alone. Backward motion comes from the future frames in reverse
     order when there are at least two, else it is the past motion reversed.
     """
-    return _two_sided(frames, hole, future, flow_sigma, ring=0)
+    return _two_sided(frames, hole, future, past_flow, back_flow, ring=0)
 
 
 def _bidirectional_boundary(
     frames: np.ndarray,
     hole: np.ndarray,
     future: np.ndarray | None,
+    past_flow: np.ndarray,
+    back_flow: np.ndarray,
     *,
-    flow_sigma: float = 25.0,
     ring: int = BOUNDARY_RING,
 ) -> np.ndarray:
     """``bidirectional`` corrected to the current frame around the hole.
@@ -309,24 +473,16 @@ def _bidirectional_boundary(
     harmonically into the hole and added in ``log1p`` space. The strongest classical method for
     archives, where the frames after an outage are known.
     """
-    return _two_sided(frames, hole, future, flow_sigma, ring=ring)
+    return _two_sided(frames, hole, future, past_flow, back_flow, ring=ring)
 
 
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _advected_or_persistent(
-    frames: np.ndarray, hole: np.ndarray, flow_sigma: float, sigma_per_step: float
-) -> np.ndarray:
-    """Advection from each pixel's last valid frame, persistence where the trajectory fails."""
-    return _advect_or_persist(
-        frames, hole, motion.estimate(frames, sigma=flow_sigma), sigma_per_step
-    )
-
-
 def _advect_or_persist(
     frames: np.ndarray, hole: np.ndarray, flow: np.ndarray, sigma_per_step: float
 ) -> np.ndarray:
+    """Advection from each pixel's last valid frame, persistence where the trajectory fails."""
     lead = _latest_valid(frames[:-1], hole)[1]
     advected = _advect_by_lead(frames[:-1], lead, flow, sigma_per_step)
     return np.where(np.isfinite(advected), advected, _persistence(frames, hole))
@@ -350,20 +506,19 @@ def _boundary_advection(
 
 
 def _two_sided(
-    frames: np.ndarray, hole: np.ndarray, future: np.ndarray | None, flow_sigma: float, ring: int
+    frames: np.ndarray,
+    hole: np.ndarray,
+    future: np.ndarray | None,
+    past_flow: np.ndarray,
+    back_flow: np.ndarray,
+    ring: int,
 ) -> np.ndarray:
-    """``bidirectional`` (``ring=0``) or ``bidirectional_boundary``."""
+    """``bidirectional`` (``ring=0``) or ``bidirectional_boundary`` along the given motion."""
     history = frames[:-1]
-    past_flow = motion.estimate(frames, sigma=flow_sigma)
     past_lead = _latest_valid(history, hole)[1]
-    if future is None or len(future) == 0:
-        reversed_future, back_flow = history[:0], past_flow  # no future: forward only
-    else:
-        # Reversed, the future is a history whose last frame (future[0]) is 1 step ahead.
-        reversed_future = future[::-1]
-        back_flow = (
-            motion.estimate(reversed_future, sigma=flow_sigma) if len(future) >= 2 else -past_flow
-        )
+    # Reversed, the future is a history whose last frame (future[0]) is 1 step ahead; without
+    # one, no pixel has a future lead (forward only).
+    reversed_future = history[:0] if future is None else future[::-1]
     future_lead = _latest_valid(reversed_future, hole)[1]
 
     def blend(past: np.ndarray, ahead: np.ndarray) -> np.ndarray:
@@ -494,11 +649,13 @@ _REGISTRY: MappingProxyType[str, _Entry] = MappingProxyType(
         "zero": _Entry(_zero, causal=True),
         "persistence": _Entry(_persistence, causal=True),
         "laplace": _Entry(_laplace, causal=True),
-        "advection": _Entry(_advection, causal=True),
-        "advection_smooth": _Entry(_advection_smooth, causal=True),
-        "advection_boundary": _Entry(_advection_boundary, causal=True),
-        "bidirectional": _Entry(_bidirectional, causal=False),
-        "bidirectional_boundary": _Entry(_bidirectional_boundary, causal=False),
+        "advection": _Entry(_advection, causal=True, motion=_past_motion),
+        "advection_smooth": _Entry(_advection_smooth, causal=True, motion=_past_motion),
+        "advection_boundary": _Entry(_advection_boundary, causal=True, motion=_past_motion),
+        "bidirectional": _Entry(_bidirectional, causal=False, motion=_two_sided_motion),
+        "bidirectional_boundary": _Entry(
+            _bidirectional_boundary, causal=False, motion=_two_sided_motion
+        ),
     }
 )
 
@@ -554,12 +711,8 @@ def get_method(name: str, **options: object) -> InfillMethod:
         For an option the method does not take.
     """
     entry = _lookup(name)
-    parameters = inspect.signature(entry.fill).parameters
-    unknown = sorted(
-        key
-        for key in options
-        if key not in parameters or parameters[key].kind is not inspect.Parameter.KEYWORD_ONLY
-    )
+    known = {**_keywords(entry.fill), **_keywords(entry.motion)}
+    unknown = sorted(key for key in options if key not in known)
     if unknown:
         raise TypeError(f"method {name!r} takes no option(s) {', '.join(unknown)}")
     return _contract(name.lower(), entry, **options)

@@ -26,18 +26,35 @@ the model; if the model fails there too (or fails on the CPU in the first place)
 named by ``fallback`` fills the hole. Each fallback is logged and counted in
 :attr:`InfillEngine.fallbacks`; the service keeps producing.
 
+Work in proportion to the hole
+------------------------------
+A field without hole pixels costs no motion estimate and no forward pass. Otherwise the motion
+is estimated once on the whole grid (each frame pair's optical flow is cached by content, see
+:mod:`radinfill.model.motion`), and the features, the forward pass and the envelope run on the
+neighbourhood of each hole component (:func:`radinfill.model.crops.regions`, aligned to the
+network's down-sampling factor so a crop sees the same pooling grid as the whole field). The
+margin is the largest of :data:`NETWORK_MARGIN` (the network's context),
+:data:`radinfill.model.envelope.EVIDENCE_RADIUS` (the evidence cap's neighbourhood) and
+:func:`radinfill.model.features.crop_margin` (how far the advected prior reaches, from the
+motion and the window). Inside that margin the inputs equal the whole grid's exactly; the crop
+edge acts like the no-data border of the field for the network, and channel attention pools
+over the crop, so predictions agree with the whole-grid ones to a tolerance, not bit for bit
+(``tests/test_engine.py`` holds every variant and the shipped model to it). On 1100 x 900 with
+one 150 km outage the crop is about a quarter of the grid (see ``bench/inference.py``).
+
 Streaming
 ---------
 The engine is stateless: every call recomputes the whole window, ConvLSTM included, instead of
-carrying the recurrent state from the previous call. The window is short (6 frames), the motion
-estimate of each call costs as much as the network anyway, and state would tie the engine to
-one product stream and to exactly consecutive calls: a late or corrected product, a restart, a
-backfill job or a second product served by the same engine would silently use a state computed
-from other inputs. Recomputing makes every output a function of its inputs alone.
+carrying the recurrent state from the previous call. The window is short (6 frames), and state
+would tie the engine to one product stream and to exactly consecutive calls: a late or
+corrected product, a restart, a backfill job or a second product served by the same engine
+would silently use a state computed from other inputs. Recomputing makes every output a
+function of its inputs alone; only the optical flow of frame pairs already seen is reused, and
+it is keyed by their content.
 
 Tiling
 ------
-Grids too large for the device memory are processed in tiles of ``tile = (rows, cols)`` pixels
+Crops too large for the device memory are processed in tiles of ``tile = (rows, cols)`` pixels
 that overlap by ``overlap`` pixels; inside an overlap each tile's prediction is weighted by a
 linear ramp that falls to (almost) 0 at the tile's inner edge, so seams are smooth, and the
 weighted sum is normalised. Tile origins are multiples of the network's total down-sampling
@@ -51,6 +68,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import logging
 import os
 from collections import Counter
@@ -62,7 +80,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from radinfill.model import baselines, envelope, features
+from radinfill.model import baselines, crops, envelope, features, motion
 from radinfill.model.checkpoint import load_checkpoint
 
 LOG = logging.getLogger(__name__)
@@ -78,7 +96,18 @@ CUDA_TO_CPU = "cuda_to_cpu"
 MODEL_TO_BASELINE = "model_to_baseline"
 ENVELOPE = "envelope"
 
+#: Context in pixels the network gets around each hole component (a multiple of 16, its
+#: down-sampling factor). Its theoretical receptive field is wider (the ConvLSTM adds one 16 px
+#: cell per frame at the deepest level), but what it effectively reads falls off fast. Shipped
+#: model, real 150 km outage (YW 2017-08-16, 4 fields), prediction inside the hole against the
+#: whole grid, in mm per 5 min: with the ~50 px the advected prior needs anyway, mean 2-5e-4 and
+#: largest 1e-2; with 96 px, mean 0.7-2e-4 and largest 3-5e-3; with 144 px hardly less (the
+#: channel attention pools over the crop: that sets the floor) at a third more pixels.
+NETWORK_MARGIN = 96
+
 Item = tuple[np.ndarray, np.ndarray]
+#: The inputs of one crop of a field: its region of the grid and the network inputs there.
+Crop = tuple[crops.Region, features.Inputs]
 
 
 class InfillEngine:
@@ -254,7 +283,7 @@ class InfillEngine:
     def predict(self, frames: np.ndarray, hole: np.ndarray) -> np.ndarray:
         """The network's own prediction for ``hole`` (no envelope, no fallback): what a release
         check compares, since it identifies the weights even where :meth:`infill` would hand
-        back the prior.
+        back the prior. Computed on the crops around the hole, as :meth:`infill` does.
 
         Returns
         -------
@@ -268,10 +297,9 @@ class InfillEngine:
             When the forward pass fails on the engine's device.
         """
         frames, hole, _ = baselines.check_inputs(frames, hole, None)
-        inputs = features.prepare(
-            frames, hole, window=self.window, interval_minutes=self.interval_minutes
-        )
-        rate = self._forward(self.model, self.device, [inputs])[0]
+        cropped = self._crops(frames, hole)
+        rates = self._forward_all(self.model, self.device, [inputs for _, inputs in cropped])
+        rate = crops.paste(hole, zip((region for region, _ in cropped), rates, strict=True))
         scale = np.float32(self.interval_minutes / 60.0)
         return np.where(hole, rate * scale, frames[-1]).astype(np.float32)
 
@@ -283,7 +311,8 @@ class InfillEngine:
         items
             ``(frames, hole)`` pairs, each as for :meth:`infill`, all on the same grid.
         batch_size
-            Fields per forward pass (memory grows linearly with it).
+            Fields whose crops go through the model together, one forward pass per crop shape
+            (memory grows linearly with it).
 
         Returns
         -------
@@ -305,33 +334,74 @@ class InfillEngine:
         return outputs
 
     def _fill(self, items: Sequence[Item]) -> list[np.ndarray]:
-        """Fields (mm per interval) whose hole pixels fill ``items``, from the model or baseline."""
-        inputs = [
-            features.prepare(
-                frames, hole, window=self.window, interval_minutes=self.interval_minutes
-            )
-            for frames, hole in items
-        ]
-        rates = self._predict(inputs)
+        """Fields (mm per interval) whose hole pixels fill ``items``, from the model or baseline.
+
+        Every crop of every item goes through the model in one batch per crop shape; the
+        envelope then judges each field as a whole, on its crops' pixels pasted together.
+        """
+        cropped = [self._crops(frames, hole) for frames, hole in items]
+        rates = self._predict([inputs for crops_of_item in cropped for _, inputs in crops_of_item])
         if rates is None:  # the model failed; _predict re-raised unless there is a baseline
             return [self._baseline(frames, hole) for frames, hole in items]  # type: ignore[misc]
         to_rate = np.float32(60.0 / self.interval_minutes)
+        remaining = iter(rates)
         filled = []
-        for rate, item, (frames, hole) in zip(rates, inputs, items, strict=True):
-            cap = envelope.evidence_cap(frames * to_rate, hole)
-            bounded, departed = envelope.bound(rate, item.aux[features.AUX_ADVECTED], hole, cap)
+        for (frames, hole), crops_of_item in zip(items, cropped, strict=True):
+            regions = [region for region, _ in crops_of_item]
+            rate = crops.paste(
+                hole, zip(regions, itertools.islice(remaining, len(regions)), strict=True)
+            )
+            prior = crops.paste(
+                hole, ((region, item.aux[features.AUX_ADVECTED]) for region, item in crops_of_item)
+            )
+            cap = crops.paste(
+                hole,
+                (
+                    (region, envelope.evidence_cap(frames[(..., *region)] * to_rate, hole[region]))
+                    for region in regions
+                ),
+            )
+            bounded, departed = envelope.bound(rate, prior, hole, cap)
             if departed:
                 self._count_envelope()
             filled.append(bounded / to_rate)
         return filled
 
-    def _predict(self, inputs: Sequence[features.Inputs]) -> np.ndarray | None:
-        """Model prediction (B, rows, cols) in mm/h, trying the device, then the CPU.
+    def _crops(self, frames: np.ndarray, hole: np.ndarray) -> list[Crop]:
+        """The network inputs on the neighbourhood of each hole component (module notes).
+
+        The motion is estimated once on the whole grid and cut to each crop; ``frames`` are
+        checked, in the product unit. A hole without pixels has no crops and costs nothing.
+        """
+        if not hole.any():
+            return []
+        history = frames.copy()
+        history[-1][hole] = np.nan  # the contract: the current hole is never read
+        flow = motion.estimate(history)
+        margin = max(
+            NETWORK_MARGIN, envelope.EVIDENCE_RADIUS, features.crop_margin(flow, len(frames))
+        )
+        return [
+            (
+                region,
+                features.prepare(
+                    frames[(..., *region)],
+                    hole[region],
+                    window=self.window,
+                    interval_minutes=self.interval_minutes,
+                    flow=flow[(..., *region)],
+                ),
+            )
+            for region in crops.regions(hole, margin, self._align)
+        ]
+
+    def _predict(self, inputs: Sequence[features.Inputs]) -> list[np.ndarray] | None:
+        """Model predictions (rows, cols) in mm/h of each input, trying the device, then the CPU.
 
         Returns None when the model failed and a baseline should fill in.
         """
         try:
-            return self._forward(self.model, self.device, inputs)
+            return self._forward_all(self.model, self.device, inputs)
         except (RuntimeError, MemoryError) as err:
             if self.device.type != "cuda" or not _is_cuda_failure(err):
                 return self._give_up(err, self.device)
@@ -339,7 +409,7 @@ class InfillEngine:
         torch.cuda.empty_cache()  # outside the handler, so the failed pass's tensors are freed
         cpu = torch.device("cpu")
         try:
-            return self._forward(self._cpu_model, cpu, inputs)
+            return self._forward_all(self._cpu_model, cpu, inputs)
         except (RuntimeError, MemoryError) as err:
             return self._give_up(err, cpu)
 
@@ -348,6 +418,20 @@ class InfillEngine:
         if self._baseline is None:
             raise err
         self._count(MODEL_TO_BASELINE, device, err, f"baseline {self.fallback!r}")
+
+    def _forward_all(
+        self, model: nn.Module, device: torch.device, inputs: Sequence[features.Inputs]
+    ) -> list[np.ndarray]:
+        """One forward pass per shape among ``inputs``; their (rows, cols) float32 mm/h."""
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, item in enumerate(inputs):
+            by_shape.setdefault(item.aux.shape, []).append(i)
+        outputs: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(inputs)
+        for group in by_shape.values():
+            rates = self._forward(model, device, [inputs[i] for i in group])
+            for i, rate in zip(group, rates, strict=True):
+                outputs[i] = rate
+        return outputs
 
     def _forward(
         self, model: nn.Module, device: torch.device, inputs: Sequence[features.Inputs]

@@ -54,6 +54,7 @@ __all__ = [
     "FUTURE_FRAMES",
     "PRE_OUTAGE_FRAMES",
     "Inputs",
+    "crop_margin",
     "lead_steps",
     "prepare",
     "to_tensors",
@@ -107,6 +108,7 @@ def prepare(
     window: int,
     interval_minutes: float,
     nwp: np.ndarray | None = None,
+    flow: np.ndarray | None = None,
 ) -> Inputs:
     """Build the network inputs of the current step from a window of frames.
 
@@ -127,6 +129,11 @@ def prepare(
         Minutes per frame (5 for RY/YW): mm per interval times ``60 / interval_minutes`` is mm/h.
     nwp : numpy.ndarray, optional
         ``(K, H, W)`` finite NWP fields on the grid, already standardised, appended to ``aux``.
+    flow : numpy.ndarray, optional
+        ``(2, H, W)`` motion of the frames (:func:`radinfill.model.motion.estimate` of the frames
+        with the current hole cut), estimated here when None. For a crop of a larger grid, pass
+        the whole grid's motion cut to the crop (motion is a property of the whole field) and
+        a crop reaching :func:`crop_margin` px beyond the hole.
 
     Returns
     -------
@@ -146,7 +153,10 @@ def prepare(
     history = np.array(frames, dtype=np.float32)  # a copy: the current hole is cut below
     baselines.check_inputs(history, hole)
     history[-1][hole] = np.nan  # the contract: the current hole is never read
-    flow = motion.estimate(history)
+    if flow is None:
+        flow = motion.estimate(history)
+    elif flow.shape != (2, *hole.shape):
+        raise ValueError(f"flow must be (2, {hole.shape[0]}, {hole.shape[1]}), got {flow.shape}")
     # Advection uses all frames given (an outage longer than the window still has its last
     # complete frames to advect); the network itself sees the last ``window``.
     advected = baselines.advection_with_flow(history, hole, flow)
@@ -173,6 +183,29 @@ def prepare(
         valid=valid,
         aux=np.concatenate([base, _checked_nwp(nwp, hole.shape)]),
         hole=hole,
+    )
+
+
+def crop_margin(flow: np.ndarray, frames: int) -> int:
+    """Pixels beyond a hole component that its inputs are computed from (the advected channel).
+
+    Parameters
+    ----------
+    flow : numpy.ndarray
+        ``(2, rows, cols)`` motion of the whole grid, pixels per step.
+    frames : int
+        Frames given to :func:`prepare` (the advection reaches back ``frames - 1`` steps).
+
+    Returns
+    -------
+    int
+        :func:`radinfill.model.baselines.crop_margin` of ``advection_boundary`` with its
+        defaults, as :func:`prepare` computes it.
+    """
+    return baselines.crop_margin(
+        [baselines.Flow(flow, frames - 1)],
+        sigma_per_step=baselines.SIGMA_PER_STEP,
+        ring=baselines.BOUNDARY_RING,
     )
 
 

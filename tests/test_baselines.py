@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse.linalg
 
-from radinfill.model import baselines
+from radinfill.model import baselines, memo
 from tests.conftest import require
 from tests.test_motion import disc, translating_rain
 
@@ -201,6 +202,36 @@ def test_laplace_reproduces_a_linear_field():
     np.testing.assert_allclose(output[hole], field[hole], rtol=1e-4)
 
 
+def test_laplace_factorises_a_persisting_hole_once(monkeypatch):
+    """Fields of one outage share the matrix: one factorisation, also where the same hole sits
+    elsewhere in a larger grid (another crop); a changed hole is factorised anew. The solves
+    equal those of a fresh factorisation, and a linear field is still reproduced."""
+    factorised = []
+    splu = scipy.sparse.linalg.splu
+
+    def counting(matrix, **options):
+        factorised.append(matrix.shape[0])
+        return splu(matrix, **options)
+
+    monkeypatch.setattr(baselines, "_FACTORS", memo.ContentCache(baselines.FACTOR_CACHE_SIZE))
+    monkeypatch.setattr(scipy.sparse.linalg, "splu", counting)
+    laplace = baselines.get_method("laplace")
+    rows, cols = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    hole = disc(SHAPE, (70, 90), 35)
+    fields = [(a + 0.03 * rows + b * cols).astype(np.float32) for a, b in ((2, 0.01), (1, 0.02))]
+    outputs = [laplace(field[None], hole) for field in fields]
+    shifted = np.pad(fields[1], ((7, 0), (0, 11)), constant_values=1.0)
+    moved = laplace(shifted[None], np.pad(hole, ((7, 0), (0, 11))))
+    assert len(factorised) == 1
+    for field, output in zip(fields, outputs, strict=True):
+        np.testing.assert_allclose(output[hole], field[hole], rtol=1e-4)
+    np.testing.assert_allclose(moved[7:, :-11], outputs[1], rtol=1e-6)
+    baselines._FACTORS.clear()
+    np.testing.assert_array_equal(laplace(fields[1][None], hole), outputs[1])
+    laplace(fields[1][None], disc(SHAPE, (70, 90), 34))
+    assert len(factorised) == 3
+
+
 def test_laplace_boundaries():
     """No-data neighbours are zero-flux (Neumann); a hole with no valid neighbour gives 0."""
     field = np.full((60, 60), 4.0, dtype=np.float32)
@@ -287,7 +318,10 @@ def test_advection_boundary_keeps_the_prior_where_no_ring_exists(truth, hole):
     frames[-1][hole] = np.nan
     smooth = baselines.get_method("advection_smooth")(frames, hole)
     corrected = baselines.get_method("advection_boundary")(frames, hole)
-    assert np.array_equal(bits(corrected), bits(smooth))
+    assert np.array_equal(bits(corrected[~hole]), bits(smooth[~hole]))
+    # The two reach differently far (the ring), so they run on crops of different sizes, whose
+    # OpenCV blurs and remaps round differently in the last bits.
+    np.testing.assert_allclose(corrected[hole], smooth[hole], rtol=1e-5, atol=1e-6)
 
 
 def test_advection_boundary_follows_growth_seen_at_the_edge(truth, hole, outside):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from radinfill.model import motion
+from radinfill.model import memo, motion
 
 
 def translating_rain(
@@ -191,3 +191,56 @@ def test_nan_blur_ignores_and_keeps_nan():
     spread = motion.nan_blur(spike, 3.0)
     assert spread[20, 20] < 0.1
     assert spread.sum() == pytest.approx(1.0, rel=1e-3)
+
+
+# --- the pair cache: each frame pair's optical flow once while a window slides ------------------
+
+
+@pytest.fixture
+def counted_pairs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[np.ndarray, np.ndarray]]:
+    """An empty pair cache and the list of pairs the optical flow is actually computed for."""
+    calls: list[tuple[np.ndarray, np.ndarray]] = []
+    compute = motion._dis_flow
+
+    def counting(first, second, erosion, preset):
+        calls.append((first.copy(), second.copy()))
+        return compute(first, second, erosion, preset)
+
+    monkeypatch.setattr(motion, "_PAIRS", memo.ContentCache(motion.PAIR_CACHE_SIZE))
+    monkeypatch.setattr(motion, "_dis_flow", counting)
+    return calls
+
+
+def test_a_sliding_window_computes_each_pair_once(counted_pairs):
+    frames = translating_rain(velocity=(1.5, 0.5), steps=8)
+    flows = [motion.estimate(frames[t - 2 : t + 1]) for t in range(2, 8)]
+    assert len(counted_pairs) == 7  # pairs (0, 1) ... (6, 7), not 2 per call
+    for (first, second), t in zip(counted_pairs, range(7), strict=True):
+        np.testing.assert_array_equal(first, frames[t])
+        np.testing.assert_array_equal(second, frames[t + 1])
+    assert len(motion._PAIRS) <= motion.PAIR_CACHE_SIZE
+    # A reused pair gives what a fresh computation gives (the cache emptied first).
+    motion._PAIRS.clear()
+    np.testing.assert_array_equal(flows[-1], motion.estimate(frames[5:8]))
+
+
+def test_a_corrected_frame_is_recomputed(counted_pairs):
+    frames = translating_rain(velocity=(1.5, 0.5), steps=3)
+    before = motion.estimate(frames)
+    corrected = frames.copy()
+    corrected[-1][40:80, 40:80] = np.nan  # the same product, delivered with a new hole
+    after = motion.estimate(corrected)
+    assert len(counted_pairs) == 3  # (0, 1) reused, (1, 2) once per content
+    np.testing.assert_array_equal(counted_pairs[-1][1], corrected[-1])
+    assert not np.array_equal(before, after)
+    motion.estimate(frames)  # the original content is still cached
+    assert len(counted_pairs) == 3
+
+
+def test_the_pair_cache_is_bounded(counted_pairs):
+    frames = translating_rain(velocity=(1.5, 0.5), steps=motion.PAIR_CACHE_SIZE + 3)
+    for t in range(1, len(frames)):
+        motion.estimate(frames[t - 1 : t + 1])
+    assert len(motion._PAIRS) == motion.PAIR_CACHE_SIZE
+    motion.estimate(frames[:2])  # the oldest pair was evicted
+    assert len(counted_pairs) == len(frames)

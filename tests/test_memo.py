@@ -1,0 +1,43 @@
+"""Content-keyed caches (radinfill.model.memo)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from radinfill.model import memo
+
+
+def test_digest_tells_values_nan_shape_and_dtype_apart() -> None:
+    field = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with_nan = field.copy()
+    with_nan[0, 0] = np.nan
+    variants = [field, with_nan, field.reshape(3, 2), field.astype(np.float64), field.T.copy()]
+    keys = {memo.digest(array) for array in variants}
+    assert len(keys) == len(variants)
+    assert memo.digest(field, 1) != memo.digest(field, 2)
+    assert memo.digest(field.copy()) == memo.digest(field)  # content, not identity
+    assert memo.digest(np.asfortranarray(field)) == memo.digest(field)
+
+
+def test_the_least_recently_used_entry_is_evicted() -> None:
+    cache: memo.ContentCache[str] = memo.ContentCache(2)
+    computed: list[str] = []
+
+    def compute(value: str):
+        return lambda: computed.append(value) or value
+
+    assert cache.get(b"a", compute("a")) == "a"
+    cache.get(b"b", compute("b"))
+    assert cache.get(b"a", compute("never")) == "a"  # a used again: b is now the oldest
+    cache.get(b"c", compute("c"))
+    assert len(cache) == 2
+    cache.get(b"b", compute("b again"))
+    assert computed == ["a", "b", "c", "b again"]
+    cache.clear()
+    assert len(cache) == 0
+
+
+def test_a_cache_needs_room() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        memo.ContentCache(0)
