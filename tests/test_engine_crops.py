@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from radinfill import synth
+from radinfill.cuts import wettest_disc_outage
 from radinfill.model import crops, engine, envelope, features, motion
 from radinfill.model.engine import InfillEngine
 from radinfill.radolan import grid_for
-from radinfill.train.evaluate import wettest_disc_outage
 from tests.test_checkpoint import tiny_model
 from tests.test_motion import disc, translating_rain
 
