@@ -59,13 +59,20 @@ class LoadedModel:
     engine: Any = None
     causal: bool = True
 
-    def suits(self, interval_minutes: int) -> bool:
-        """Whether the model was trained for fields of this interval."""
-        return self.interval_minutes is None or self.interval_minutes == interval_minutes
-
-    def fallback_counts(self) -> dict[str, int]:
-        """The engine's own fallbacks so far (CUDA failures handled inside it)."""
-        return dict(self.engine.fallbacks) if self.engine is not None else {}
+    def run(
+        self,
+        frames: np.ndarray,
+        hole: np.ndarray,
+        *,
+        interval_minutes: int,
+        future: np.ndarray | None = None,
+    ) -> baselines.Ran:
+        """Infill ``hole``: what was made and by which method. A network decides its own
+        fallbacks (:meth:`~radinfill.model.engine.InfillEngine.run`: another interval, a failed
+        device or model, the envelope); a baseline is run as it is."""
+        if self.engine is not None:
+            return self.engine.run(frames, hole, interval_minutes=interval_minutes)
+        return baselines.Ran(self.method(frames, hole, future=future), self.variant)
 
 
 def load(

@@ -57,7 +57,7 @@ from radinfill.daemon.ledger import Entry, Ledger, Verdict
 from radinfill.daemon.models import ModelSlot
 from radinfill.daemon.telemetry import Metrics
 from radinfill.daemon.window import Context, Locate, Window
-from radinfill.model import baselines, features
+from radinfill.model import features
 from radinfill.names import printable
 from radinfill.radolan import Field, RadolanError
 
@@ -194,7 +194,6 @@ class Pipeline:
         #: Newest field without failure holes per product, with its context frames: the
         #: input of the shadow quality check.
         self.complete: dict[str, tuple[Field, np.ndarray]] = {}
-        self._fallback = baselines.get_method(config.fallback)
         self._stop = writer.stop
 
     @classmethod
@@ -510,25 +509,13 @@ class Pipeline:
         if not report.pixels:
             return None, "none", ""
         model = self.slot.current
-        before = model.fallback_counts()
-        if not model.suits(fld.interval_minutes):
-            reason = "interval"
-        else:
-            future = None if model.causal else self.window.future(fld, features.FUTURE_FRAMES)
-            try:
-                values = model.method(frames, report.failure, future=future)
-            except Exception as err:  # any model failure falls back
-                _log.error("model_failed", product=fld.product, error=repr(err))
-                reason = "model_error"
-            else:
-                inner = {k: v - before.get(k, 0) for k, v in model.fallback_counts().items()}
-                used = [k for k, v in inner.items() if v > 0]
-                if used:  # the engine fell back internally (e.g. CUDA out of memory)
-                    self.metrics.fallbacks_total.labels(fld.product, used[0]).inc()
-                    return values, f"{model.variant} ({used[0]})", used[0]
-                return values, model.variant, ""
-        self.metrics.fallbacks_total.labels(fld.product, reason).inc()
-        return self._fallback(frames, report.failure), self.config.fallback, reason
+        future = None if model.causal else self.window.future(fld, features.FUTURE_FRAMES)
+        ran = model.run(
+            frames, report.failure, interval_minutes=fld.interval_minutes, future=future
+        )
+        if ran.fallback:
+            self.metrics.fallbacks_total.labels(fld.product, ran.fallback).inc()
+        return ran.values, ran.method, ran.fallback
 
     def _provenance(
         self, path: Path, sha256: str, version: int, details: Mapping[str, Any]

@@ -660,6 +660,27 @@ _REGISTRY: MappingProxyType[str, _Entry] = MappingProxyType(
 )
 
 
+@dataclass(frozen=True)
+class Ran:
+    """What one infill produced and which method actually made the hole's values.
+
+    Attributes
+    ----------
+    values
+        float32 ``(rows, cols)`` under the call contract (the hole filled).
+    method
+        A baseline's name, or a network's variant, or the baseline that stood in for it.
+    fallback
+        "" when the chosen method ran as chosen; else why not (the network's reasons are in
+        :mod:`radinfill.model.engine`: ``cuda_to_cpu``, ``model_to_baseline``, ``envelope``,
+        ``interval``).
+    """
+
+    values: np.ndarray
+    method: str
+    fallback: str = ""
+
+
 #: Prefix of a model spec that names a classical method. A model spec, wherever one model is
 #: chosen (``[service] model``, ``--model``), is ``baseline:NAME`` or the path of a model
 #: registry, release or checkpoint directory.

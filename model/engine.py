@@ -91,10 +91,12 @@ PRECISIONS: Mapping[str, torch.dtype | None] = {
     "bf16": torch.bfloat16,
     "fp16": torch.float16,
 }
-#: Fallback counter keys (see :attr:`InfillEngine.fallbacks`).
+#: Fallback reasons (see :class:`~radinfill.model.baselines.Ran`, :attr:`InfillEngine.fallbacks`).
 CUDA_TO_CPU = "cuda_to_cpu"
 MODEL_TO_BASELINE = "model_to_baseline"
 ENVELOPE = "envelope"
+#: The model was trained for another product interval (e.g. 5-minute fields, hourly RW given).
+INTERVAL = "interval"
 
 #: Context in pixels the network gets around each hole component (a multiple of 16, its
 #: down-sampling factor). Its theoretical receptive field is wider (the ConvLSTM adds one 16 px
@@ -106,6 +108,8 @@ ENVELOPE = "envelope"
 NETWORK_MARGIN = 96
 
 Item = tuple[np.ndarray, np.ndarray]
+
+
 #: The inputs of one crop of a field: its region of the grid and the network inputs there.
 Crop = tuple[crops.Region, features.Inputs]
 
@@ -256,6 +260,44 @@ class InfillEngine:
                 attrs[f"infill_checkpoint_{key}"] = str(self.metadata[key])
         return attrs
 
+    @property
+    def variant(self) -> str:
+        """The network's variant (``baseline``, ``lstm``, ``attention``, ``lstm_attention``)."""
+        return str(getattr(self.model, "variant", "network"))
+
+    def run(
+        self, frames: np.ndarray, hole: np.ndarray, *, interval_minutes: int | None = None
+    ) -> baselines.Ran:
+        """Fill ``hole`` as :meth:`infill` does and say which method made the values (a
+        :class:`~radinfill.model.baselines.Ran`): the one
+        place where the network hands over to a baseline.
+
+        ``interval_minutes`` is the product's interval; a model trained for another one is not
+        run and the fallback baseline fills the hole (:data:`INTERVAL`).
+
+        Raises
+        ------
+        ValueError
+            For another interval without a fallback baseline.
+        """
+        if interval_minutes is not None and interval_minutes != self.interval_minutes:
+            if self._baseline is None:
+                raise ValueError(
+                    f"the model was trained on {self.interval_minutes}-min fields, "
+                    f"got {interval_minutes} min and no fallback"
+                )
+            self.fallbacks[INTERVAL] += 1
+            return baselines.Ran(self._baseline(frames, hole), str(self.fallback), INTERVAL)
+        try:
+            return self.run_batch([(frames, hole)])[0]
+        except Exception as err:  # anything else on the network's path: the baseline stands in
+            if self._baseline is None:
+                raise
+            self._count(MODEL_TO_BASELINE, self.device, err, f"baseline {self.fallback!r}")
+            return baselines.Ran(
+                self._baseline(frames, hole), str(self.fallback), MODEL_TO_BASELINE
+            )
+
     def infill(
         self, frames: np.ndarray, hole: np.ndarray, future: np.ndarray | None = None
     ) -> np.ndarray:
@@ -278,7 +320,7 @@ class InfillEngine:
             float32 ``(rows, cols)``: the current frame with the hole filled (finite, >= 0)
             and every other pixel bit-identical.
         """
-        return self.infill_batch([(frames, hole)])[0]
+        return self.run_batch([(frames, hole)])[0].values
 
     def predict(self, frames: np.ndarray, hole: np.ndarray) -> np.ndarray:
         """The network's own prediction for ``hole`` (no envelope, no fallback): what a release
@@ -304,7 +346,13 @@ class InfillEngine:
         return np.where(hole, rate * scale, frames[-1]).astype(np.float32)
 
     def infill_batch(self, items: Sequence[Item], *, batch_size: int = 8) -> list[np.ndarray]:
-        """Fill several fields of one grid, ``batch_size`` of them per forward pass (backfill).
+        """Fill several fields of one grid, ``batch_size`` of them per forward pass (backfill);
+        the values of :meth:`run_batch`."""
+        return [ran.values for ran in self.run_batch(items, batch_size=batch_size)]
+
+    def run_batch(self, items: Sequence[Item], *, batch_size: int = 8) -> list[baselines.Ran]:
+        """Fill several fields of one grid, ``batch_size`` of them per forward pass, each with
+        what made its values (:class:`~radinfill.model.baselines.Ran`).
 
         Parameters
         ----------
@@ -316,33 +364,40 @@ class InfillEngine:
 
         Returns
         -------
-        list of numpy.ndarray
-            One output per item, as :meth:`infill` returns it.
+        list of Ran
+            One per item; its values as :meth:`infill` returns them.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         checked = [baselines.check_inputs(frames, hole, None)[:2] for frames, hole in items]
         if len({hole.shape for _, hole in checked}) > 1:
             raise ValueError("infill_batch needs fields of one grid; got several shapes")
-        outputs = [frames[-1].copy() for frames, _ in checked]
+        runs = [baselines.Ran(frames[-1].copy(), self.variant) for frames, _ in checked]
         todo = [i for i, (_, hole) in enumerate(checked) if hole.any()]
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            for i, filled in zip(chunk, self._fill([checked[i] for i in chunk]), strict=True):
-                hole = checked[i][1]
-                outputs[i][hole] = np.clip(np.nan_to_num(filled[hole], nan=0.0), 0.0, None)
-        return outputs
+            for i, ran in zip(chunk, self._fill([checked[i] for i in chunk]), strict=True):
+                hole, values = checked[i][1], runs[i].values
+                values[hole] = np.clip(np.nan_to_num(ran.values[hole], nan=0.0), 0.0, None)
+                runs[i] = baselines.Ran(values, ran.method, ran.fallback)
+        return runs
 
-    def _fill(self, items: Sequence[Item]) -> list[np.ndarray]:
-        """Fields (mm per interval) whose hole pixels fill ``items``, from the model or baseline.
+    def _fill(self, items: Sequence[Item]) -> list[baselines.Ran]:
+        """Fields (mm per interval) whose hole pixels fill ``items``, from the model or baseline,
+        each with the method that made them.
 
         Every crop of every item goes through the model in one batch per crop shape; the
         envelope then judges each field as a whole, on its crops' pixels pasted together.
         """
         cropped = [self._crops(frames, hole) for frames, hole in items]
-        rates = self._predict([inputs for crops_of_item in cropped for _, inputs in crops_of_item])
+        rates, reason = self._predict(
+            [inputs for crops_of_item in cropped for _, inputs in crops_of_item]
+        )
         if rates is None:  # the model failed; _predict re-raised unless there is a baseline
-            return [self._baseline(frames, hole) for frames, hole in items]  # type: ignore[misc]
+            return [
+                baselines.Ran(self._baseline(frames, hole), str(self.fallback), reason)  # type: ignore[misc]
+                for frames, hole in items
+            ]
         to_rate = np.float32(60.0 / self.interval_minutes)
         remaining = iter(rates)
         filled = []
@@ -364,7 +419,9 @@ class InfillEngine:
             bounded, departed = envelope.bound(rate, prior, hole, cap)
             if departed:
                 self._count_envelope()
-            filled.append(bounded / to_rate)
+                filled.append(baselines.Ran(bounded / to_rate, features.PRIOR, ENVELOPE))
+            else:
+                filled.append(baselines.Ran(bounded / to_rate, self.variant, reason))
         return filled
 
     def _crops(self, frames: np.ndarray, hole: np.ndarray) -> list[Crop]:
@@ -395,13 +452,15 @@ class InfillEngine:
             for region in crops.regions(hole, margin, self._align)
         ]
 
-    def _predict(self, inputs: Sequence[features.Inputs]) -> list[np.ndarray] | None:
-        """Model predictions (rows, cols) in mm/h of each input, trying the device, then the CPU.
+    def _predict(self, inputs: Sequence[features.Inputs]) -> tuple[list[np.ndarray] | None, str]:
+        """Model predictions (rows, cols) in mm/h of each input, trying the device, then the
+        CPU; with the fallback reason ("" on the device, :data:`CUDA_TO_CPU`).
 
-        Returns None when the model failed and a baseline should fill in.
+        Returns (None, :data:`MODEL_TO_BASELINE`) when the model failed and a baseline should
+        fill in.
         """
         try:
-            return self._forward_all(self.model, self.device, inputs)
+            return self._forward_all(self.model, self.device, inputs), ""
         except (RuntimeError, MemoryError) as err:
             if self.device.type != "cuda" or not _is_cuda_failure(err):
                 return self._give_up(err, self.device)
@@ -409,15 +468,16 @@ class InfillEngine:
         torch.cuda.empty_cache()  # outside the handler, so the failed pass's tensors are freed
         cpu = torch.device("cpu")
         try:
-            return self._forward_all(self._cpu_model, cpu, inputs)
+            return self._forward_all(self._cpu_model, cpu, inputs), CUDA_TO_CPU
         except (RuntimeError, MemoryError) as err:
             return self._give_up(err, cpu)
 
-    def _give_up(self, err: BaseException, device: torch.device) -> None:
+    def _give_up(self, err: BaseException, device: torch.device) -> tuple[None, str]:
         """Hand a failed batch to the baseline (counted, logged); re-raise without one."""
         if self._baseline is None:
             raise err
         self._count(MODEL_TO_BASELINE, device, err, f"baseline {self.fallback!r}")
+        return None, MODEL_TO_BASELINE
 
     def _forward_all(
         self, model: nn.Module, device: torch.device, inputs: Sequence[features.Inputs]

@@ -67,6 +67,9 @@ DEFAULT_WINDOW = 6
 PRE_OUTAGE_FRAMES = 3
 #: Frames after the current one that offline methods (archives) are given.
 FUTURE_FRAMES = 3
+#: The classical method the networks correct (their residual base, the ``advected`` channel),
+#: and what the engine hands back when a prediction leaves the safety envelope.
+PRIOR = "advection_boundary"
 #: Names of the base auxiliary channels, in channel order.
 AUX_NAMES: tuple[str, ...] = ("advected", "u", "v", "hole", "lead")
 #: Number of base auxiliary channels (NWP channels come after them).

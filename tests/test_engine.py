@@ -163,6 +163,38 @@ def test_model_failure_falls_back_to_the_baseline(
     assert "out of memory" in caplog.text
 
 
+@pytest.mark.parametrize("case", ["network", "envelope", "failure", "other error", "interval"])
+def test_run_says_which_method_made_the_values(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """The one place that decides the fallback reports it: the service publishes this."""
+    frames, hole = rain_case()
+    untrained = build("lstm", widths=(4, 8), kernels=(3, 3))  # equal to its prior
+    infill = InfillEngine(
+        untrained if case != "envelope" else tiny_model(),
+        window=6,
+        interval_minutes=5,
+        device="cpu",
+    )
+    errors = {"failure": RuntimeError("device lost"), "other error": KeyError("a bug")}
+    if case in errors:
+
+        def fail(*args: object, **kwargs: object) -> None:
+            raise errors[case]
+
+        monkeypatch.setattr(infill, "_forward_all", fail)
+    ran = infill.run(frames, hole, interval_minutes=60 if case == "interval" else 5)
+    expected = {
+        "network": ("lstm", ""),
+        "envelope": ("advection_boundary", engine.ENVELOPE),
+        "failure": ("advection_boundary", MODEL_TO_BASELINE),
+        "other error": ("advection_boundary", MODEL_TO_BASELINE),
+        "interval": ("advection_boundary", engine.INTERVAL),
+    }[case]
+    assert (ran.method, ran.fallback) == expected
+    assert_contract(frames, hole, ran.values)
+    if case != "network":
+        assert infill.fallbacks == {expected[1]: 1}
+
+
 def test_without_a_fallback_the_error_propagates(monkeypatch: pytest.MonkeyPatch) -> None:
     frames, hole = rain_case()
     infill = cpu_engine(fallback=None)

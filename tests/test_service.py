@@ -836,7 +836,7 @@ def test_release_published_on_the_cpu_serves_on_the_gpu(
         deliver(step.path, _incoming(tmp_path))
         wait_for(lambda: handled(service), SLOW, "the file")
         assert outcomes(service) == {"processed": 1.0}
-        assert model.fallback_counts() == {}
+        assert not model.engine.fallbacks
     record = check_outputs(config.outgoing)[step.path.name]
     assert (record["method"], record["fallback"]) == ("baseline", "")
     _filled(config.outgoing / step.path.name, step)
