@@ -55,14 +55,15 @@ import dataclasses
 import ipaddress
 import os
 import string
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "MetricsConfig", "ServiceConfig", "load", "parse"]
+from radinfill.config import ConfigError, Document, read
+
+__all__ = ["ConfigError", "MetricsConfig", "ServiceConfig", "from_document", "load", "parse"]
 
 _WATCH_MODES = ("auto", "inotify", "polling")
 #: Members of a forecast bundle (DWD's ``composite_rv_*.tar``) that are infilled: the analysis
@@ -86,15 +87,6 @@ _HOOK_FIELDS = {"radolan", "netcdf", "sidecar"}
 #: Sections a service file may have; [train] and [retrain] belong to retraining and are not
 #: checked here.
 _SECTIONS = {"service", "metrics", "logging", "train", "retrain"}
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; ``problems`` lists every problem found, one line each."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -169,14 +161,12 @@ def load(path: str | os.PathLike[str]) -> ServiceConfig:
         Listing every problem (unreadable file, invalid TOML, unknown or missing keys, bad
         values), each naming the key.
     """
-    path = Path(path)
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(str(path), [f"cannot read: {err.strerror or err}"]) from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(str(path), [f"not valid TOML: {err}"]) from None
-    return parse(document, base=path.parent, source=str(path))
+    return from_document(read(path))
+
+
+def from_document(document: Document) -> ServiceConfig:
+    """The service's sections of the configuration file (see :func:`parse`)."""
+    return parse(document.sections, base=document.base, source=document.source)
 
 
 def parse(document: Mapping[str, Any], *, base: Path, source: str = "<config>") -> ServiceConfig:

@@ -154,52 +154,46 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    import tomllib
+    from radinfill import config
+    from radinfill.daemon import config as service_config
+    from radinfill.train import config as train_config
+    from radinfill.train import retrain, schedule
 
-    settings = _service_config(args.config)
-    if settings is None:
+    parsers = {
+        "service": service_config.from_document,
+        "train": train_config.from_document,
+        "retrain": retrain.from_document,
+    }
+    try:  # the file is read once, every section is checked, every problem is printed
+        parsed = config.check(config.read(args.config), parsers, required=("service",))
+    except config.ConfigError as err:
+        _print_problems(err)
         return EXIT_CONFIG
-    for section, values in settings.effective().items():
+    for section, values in parsed["service"].effective().items():
         print(f"[{section}]")
         for key, value in values.items():
             print(f"{key} = {json.dumps(value)}")
         print()
-    with open(args.config, "rb") as f:
-        document = tomllib.load(f)
-    if "train" in document:
-        from radinfill.train import config as train_config
-
-        try:
-            train_config.load(args.config)
-        except ValueError as err:
-            print(err, file=sys.stderr)
-            return EXIT_CONFIG
-        print("[train] section valid")
-    if "retrain" in document:
-        from radinfill.train import retrain, schedule
-
-        try:
-            settings, _ = retrain.load(args.config)
-        except ValueError as err:
-            _print_problems(err)
-            return EXIT_CONFIG
-        print("[retrain] section valid")
-        if settings.schedule is not None:
-            print(f"next runs of schedule {settings.schedule!r} (UTC):")
-            for when in schedule.next_runs(settings.schedule, datetime.now(UTC), 3):
-                print(f"  {when:%Y-%m-%dT%H:%M:%SZ}")
+    for section in ("train", "retrain"):
+        if section in parsed:
+            print(f"[{section}] section valid")
+    cron = parsed["retrain"].schedule if "retrain" in parsed else None
+    if cron is not None:
+        print(f"next runs of schedule {cron!r} (UTC):")
+        for when in schedule.next_runs(cron, datetime.now(UTC), 3):
+            print(f"  {when:%Y-%m-%dT%H:%M:%SZ}")
     return 0
 
 
 def _service_config(path: str) -> ServiceConfig | None:
     """The validated service configuration, or None after printing every problem."""
-    from radinfill.daemon import config
+    from radinfill import config
+    from radinfill.daemon import config as service_config
 
     try:
-        return config.load(path)
+        return service_config.load(path)
     except config.ConfigError as err:
-        for problem in err.problems:
-            print(f"{err.source}: {problem}", file=sys.stderr)
+        _print_problems(err)
         return None
 
 
@@ -296,9 +290,9 @@ def _schedule(args: argparse.Namespace) -> int:
 
 def _print_problems(err: ValueError) -> None:
     """Every problem of a configuration error on a line of its own, naming the file."""
-    from radinfill.train import retrain
+    from radinfill.config import ConfigError
 
-    if isinstance(err, retrain.ConfigError):
+    if isinstance(err, ConfigError):
         for problem in err.problems:
             print(f"{err.source}: {problem}", file=sys.stderr)
     else:

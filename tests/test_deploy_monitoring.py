@@ -3,7 +3,7 @@
 The rules are checked and unit-tested by ``promtool`` (Debian package ``prometheus``; .ci/run
 installs it). Every PromQL expression of the rules and the dashboard is checked against the
 metrics the code really exports (the service's :class:`radinfill.daemon.telemetry.Metrics`
-registry and the training job's :func:`radinfill.train.telemetry.registry`): metric names, label
+registry and the training job's :func:`radinfill.train.run_metrics.registry`): metric names, label
 names and the ``outcome`` values of ``radinfill_products_total``, so a renamed metric breaks
 this test instead of silently emptying a panel or disarming an alert.
 """
@@ -24,7 +24,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from radinfill.daemon.pipeline import Outcome
 from radinfill.daemon.telemetry import Metrics
-from radinfill.train import telemetry as train_telemetry
+from radinfill.train import run_metrics
 from tests.conftest import REPO
 
 PROMETHEUS = REPO / "deploy" / "prometheus"
@@ -84,7 +84,7 @@ def catalogue() -> dict[str, frozenset[str]]:
     }
     info_labels = {"radinfill_model": {"release", "variant", "sha256", "device", "code_version"}}
     declared |= {name: frozenset(labels) for name, labels in info_labels.items()}
-    run = train_telemetry.RunMetrics(
+    run = run_metrics.RunMetrics(
         steps=1,
         finished=True,
         duration_seconds=1.0,
@@ -92,7 +92,7 @@ def catalogue() -> dict[str, frozenset[str]]:
         samples_per_second=1.0,
         scores={"rmse": 1.0},
     )
-    training = train_telemetry.registry(run, success_time=1.0)
+    training = run_metrics.registry(run, success_time=1.0)
     return {
         **_exposed(metrics.registry, declared),
         **_exposed(training, {}),

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from radinfill import cli
+from radinfill import config as config_module
 from radinfill.daemon.config import ConfigError, ServiceConfig, load, parse
 from tests.service_helpers import write_toml
 
@@ -199,3 +200,27 @@ def test_invalid_config_exits_2_listing_each_problem_for_check_and_serve(
         assert f"{path}: service.window must be an integer >= 1" in err
         assert f"{path}: service.watch must be one of auto, inotify, polling" in err
     assert not (tmp_path / "state").exists()  # serve stopped before creating anything
+
+
+def test_check_config_reads_the_file_once_and_lists_the_problems_of_every_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One file, one round: a bad service key, a bad [train] and a bad [retrain] value are
+    all reported together, each on its own line naming the file."""
+    path = write_toml(
+        tmp_path / "all.toml",
+        {
+            "service": {**REQUIRED, "window": 0},
+            "train": {"variant": "nonsense", "checkpoint_dir": "run"},
+            "retrain": {"registry": "models", "checkpoint_root": "runs", "nproc": 0},
+        },
+    )
+    reads: list[str] = []
+    real = config_module.tomllib.loads
+    monkeypatch.setattr(config_module.tomllib, "loads", lambda t: reads.append(t) or real(t))
+    assert cli.main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(reads) == 1
+    assert f"{path}: service.window must be an integer >= 1" in err
+    assert any(line.startswith(f"{path}: train.variant 'nonsense'") for line in err)
+    assert f"{path}: retrain.nproc must be >= 1, got 0" in err

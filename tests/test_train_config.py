@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from radinfill.train import config
-from radinfill.train.config import DataConfig, MetricsConfig
+from radinfill.train.config import DataConfig, PushConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ textfile = "metrics/train.prom"
     assert settings.data.radolan == (here / ".." / "archive", Path("/abs/radolan"))
     assert settings.data.rates == (here / "fmi",)
     assert settings.data.mask_archives == settings.data.radolan
-    assert settings.metrics == MetricsConfig(textfile=here / "metrics" / "train.prom")
+    assert settings.metrics == PushConfig(textfile=here / "metrics" / "train.prom")
 
 
 def test_defaults_without_optional_tables(tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_overrides_use_dotted_keys_and_toml_values(tmp_path: Path) -> None:
     assert settings.data.crop == 96
     assert settings.data.synthetic_presets == ("mixed",)
     assert settings.run["hparams"]["widths"] == [8, 16]
-    assert settings.metrics == MetricsConfig(pushgateway="gateway.example:9091")
+    assert settings.metrics == PushConfig(pushgateway="gateway.example:9091")
     assert settings.run["checkpoint_dir"] == tmp_path / "elsewhere"
 
 

@@ -17,8 +17,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from radinfill.model import build, save_checkpoint
-from radinfill.train import curves, runlog, telemetry
-from radinfill.train.config import MetricsConfig
+from radinfill.train import curves, run_metrics, runlog
+from radinfill.train.config import PushConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -117,26 +117,30 @@ def test_write_draws_a_png(tmp_path: Path, records: list[dict]) -> None:
 
 
 def test_summarize_counts_only_the_time_spent_training() -> None:
-    metrics = telemetry.summarize(RECORDS, {"step": 3, "finished": False}, {"mae": 0.5, "u": None})
+    metrics = run_metrics.summarize(
+        RECORDS, {"step": 3, "finished": False}, {"mae": 0.5, "u": None}
+    )
     # segments 1000..1004 and 1104..1106; the earlier run and the 100 s outage do not count
     assert metrics.duration_seconds == pytest.approx(6.0)
     assert (metrics.steps, metrics.finished) == (3, False)
     assert (metrics.loss, metrics.samples_per_second) == (2.5, 20.0)
     assert metrics.scores == {"mae": 0.5}
-    empty = telemetry.summarize(RECORDS[:1], {"step": 0, "finished": False}, {})
+    empty = run_metrics.summarize(RECORDS[:1], {"step": 0, "finished": False}, {})
     assert (empty.loss, empty.samples_per_second, empty.duration_seconds) == (None, None, 0.0)
 
 
 def test_registry_leaves_out_values_it_does_not_have() -> None:
-    metrics = telemetry.RunMetrics(steps=7, finished=False, duration_seconds=12.5, loss=0.25)
-    values = metric_values(generate_latest(telemetry.registry(metrics, success_time=None)).decode())
+    metrics = run_metrics.RunMetrics(steps=7, finished=False, duration_seconds=12.5, loss=0.25)
+    values = metric_values(
+        generate_latest(run_metrics.registry(metrics, success_time=None)).decode()
+    )
     assert values == {
         ("radinfill_train_loss", ()): 0.25,
         ("radinfill_train_duration_seconds", ()): 12.5,
         ("radinfill_train_steps", ()): 7.0,
     }
-    scored = telemetry.RunMetrics(7, True, 1.0, scores={"mae": 0.5, "csi_1": 0.25})
-    text = generate_latest(telemetry.registry(scored, success_time=1.7e9)).decode()
+    scored = run_metrics.RunMetrics(7, True, 1.0, scores={"mae": 0.5, "csi_1": 0.25})
+    text = generate_latest(run_metrics.registry(scored, success_time=1.7e9)).decode()
     values = metric_values(text)
     assert values[("radinfill_train_last_success_timestamp_seconds", ())] == 1.7e9
     assert values[("radinfill_train_score", (("score", "mae"),))] == 0.5
@@ -159,9 +163,9 @@ def snapshot(tmp_path: Path) -> Path:
 
 def test_textfile_keeps_the_last_success_while_a_new_run_is_unfinished(snapshot: Path) -> None:
     prom = snapshot.parent / "metrics" / "train.prom"
-    target = MetricsConfig(textfile=prom)
+    target = PushConfig(textfile=prom)
     log = snapshot.parent / "train.jsonl"
-    reported = telemetry.report(target, snapshot, log, clock=lambda: 1234.5)
+    reported = run_metrics.report(target, snapshot, log, clock=lambda: 1234.5)
     assert reported.finished
     values = metric_values(prom.read_text())
     assert values[("radinfill_train_last_success_timestamp_seconds", ())] == 1234.5
@@ -169,7 +173,7 @@ def test_textfile_keeps_the_last_success_while_a_new_run_is_unfinished(snapshot:
     assert values[("radinfill_train_steps", ())] == 3.0
     # the next run is under way: its progress replaces the old, the success time stays
     (snapshot / "state.json").write_text(json.dumps({"step": 1, "finished": False}))
-    telemetry.report(target, snapshot, log, clock=lambda: 9999.0)
+    run_metrics.report(target, snapshot, log, clock=lambda: 9999.0)
     values = metric_values(prom.read_text())
     assert values[("radinfill_train_steps", ())] == 1.0
     assert values[("radinfill_train_last_success_timestamp_seconds", ())] == 1234.5
@@ -207,8 +211,8 @@ def gateway() -> Iterator[tuple[str, list]]:
 
 def test_pushadd_to_a_gateway_with_a_stable_grouping_key(snapshot: Path, gateway) -> None:
     address, received = gateway
-    target = MetricsConfig(pushgateway=address, instance="hpc")
-    telemetry.report(target, snapshot, snapshot.parent / "train.jsonl", clock=lambda: 42.0)
+    target = PushConfig(pushgateway=address, instance="hpc")
+    run_metrics.report(target, snapshot, snapshot.parent / "train.jsonl", clock=lambda: 42.0)
     [(method, path, body)] = received
     assert method == "POST"  # pushadd: replaces these metrics, keeps the group's others
     assert path == "/metrics/job/radinfill_train/instance/hpc"
@@ -220,7 +224,7 @@ def test_pushadd_to_a_gateway_with_a_stable_grouping_key(snapshot: Path, gateway
 def test_unfinished_push_leaves_the_last_success_alone(snapshot: Path, gateway) -> None:
     address, received = gateway
     (snapshot / "state.json").write_text(json.dumps({"step": 2, "finished": False}))
-    telemetry.report(MetricsConfig(pushgateway=address), snapshot, snapshot.parent / "train.jsonl")
+    run_metrics.report(PushConfig(pushgateway=address), snapshot, snapshot.parent / "train.jsonl")
     [(_, path, body)] = received
     assert path == "/metrics/job/radinfill_train/instance/default"
     assert "last_success" not in body
@@ -235,12 +239,12 @@ def test_failed_push_is_retried_logged_and_does_not_raise(
         port = probe.getsockname()[1]
     waits: list[float] = []
     prom = snapshot.parent / "train.prom"
-    target = MetricsConfig(textfile=prom, pushgateway=f"127.0.0.1:{port}")
-    with caplog.at_level(logging.INFO, logger="radinfill.train.telemetry"):
-        telemetry.report(target, snapshot, snapshot.parent / "train.jsonl", sleep=waits.append)
-    assert len(waits) == telemetry.PUSH_ATTEMPTS - 1
+    target = PushConfig(textfile=prom, pushgateway=f"127.0.0.1:{port}")
+    with caplog.at_level(logging.INFO, logger="radinfill.train.run_metrics"):
+        run_metrics.report(target, snapshot, snapshot.parent / "train.jsonl", sleep=waits.append)
+    assert len(waits) == run_metrics.PUSH_ATTEMPTS - 1
     assert all(0 < w <= 5.0 for w in waits)
     [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert f"127.0.0.1:{port}" in warning.getMessage()
-    assert f"after {telemetry.PUSH_ATTEMPTS} attempt(s)" in warning.getMessage()
+    assert f"after {run_metrics.PUSH_ATTEMPTS} attempt(s)" in warning.getMessage()
     assert metric_values(prom.read_text())[("radinfill_train_steps", ())] == 3.0

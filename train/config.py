@@ -44,9 +44,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from radinfill.config import ConfigError, Document, read
 from radinfill.model import features
 
-__all__ = ["DataConfig", "MetricsConfig", "TrainSettings", "load", "override", "parse"]
+__all__ = [
+    "DataConfig",
+    "PushConfig",
+    "TrainSettings",
+    "from_document",
+    "load",
+    "override",
+    "parse",
+]
 
 #: TrainConfig fields that are paths (resolved against the configuration file).
 _PATH_FIELDS = ("checkpoint_dir", "log_path")
@@ -154,8 +163,8 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class MetricsConfig:
-    """Where rank 0 reports the run's Prometheus metrics (:mod:`radinfill.train.telemetry`).
+class PushConfig:
+    """Where rank 0 reports the run's Prometheus metrics (:mod:`radinfill.train.run_metrics`).
 
     Attributes
     ----------
@@ -196,7 +205,7 @@ class TrainSettings:
 
     run: Mapping[str, Any]
     data: DataConfig
-    metrics: MetricsConfig | None = None
+    metrics: PushConfig | None = None
 
     def train_config(self) -> Any:
         """The :class:`~radinfill.train.loop.TrainConfig` (imports torch)."""
@@ -210,23 +219,22 @@ def load(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> TrainSe
 
     Raises
     ------
-    ValueError
-        Naming the file and the problem: no ``[train]`` section, an unknown key, a bad value.
-    OSError
-        If the file cannot be read.
+    ConfigError
+        Naming the file and the problem: unreadable, no ``[train]`` section, an unknown key, a
+        bad value.
     """
-    path = Path(path)
+    return from_document(read(path), overrides)
+
+
+def from_document(document: Document, overrides: Iterable[str] = ()) -> TrainSettings:
+    """The ``[train]`` section of the configuration file (see :func:`load`)."""
+    section = document.table("train")
+    if section is None:
+        raise ConfigError(document.source, ["no [train] section"])
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path}: not valid TOML: {err}") from None
-    section = document.get("train")
-    if not isinstance(section, dict):
-        raise ValueError(f"{path}: no [train] section")
-    try:
-        return parse(override(section, overrides), base=path.parent)
+        return parse(override(section, overrides), base=document.base)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise ConfigError(document.source, [str(err)]) from None
 
 
 def override(section: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
@@ -267,7 +275,7 @@ def parse(section: Mapping[str, Any], *, base: Path = Path(".")) -> TrainSetting
     metrics = _table(section, "metrics")
     _check_keys("train", run, _train_fields())
     _check_keys("train.data", data, {f.name for f in dataclasses.fields(DataConfig)})
-    _check_keys("train.metrics", metrics, {f.name for f in dataclasses.fields(MetricsConfig)})
+    _check_keys("train.metrics", metrics, {f.name for f in dataclasses.fields(PushConfig)})
     for name in ("variant", "checkpoint_dir"):
         if name not in run:
             raise ValueError(f"train.{name} is required")
@@ -290,7 +298,7 @@ def parse(section: Mapping[str, Any], *, base: Path = Path(".")) -> TrainSetting
     if metrics.get("textfile") is not None:
         metrics["textfile"] = _resolve(base, metrics["textfile"])
     result = TrainSettings(
-        run=run, data=settings, metrics=MetricsConfig(**metrics) if metrics else None
+        run=run, data=settings, metrics=PushConfig(**metrics) if metrics else None
     )
     result.train_config()  # check the numbers now, so that the error names the file
     return result

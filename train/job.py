@@ -5,7 +5,7 @@ the command line, so a Slurm job, the CLI and the tests start training the same 
 loop's snapshot hook is given its reports: at every snapshot (the last one included, and the
 one written when a signal stopped the run) rank 0 redraws ``loss.png`` next to the training log
 (:mod:`radinfill.train.curves`) and, if ``[train.metrics]`` is configured, reports the run's
-Prometheus metrics (:mod:`radinfill.train.telemetry`).
+Prometheus metrics (:mod:`radinfill.train.run_metrics`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from radinfill.train import data
-from radinfill.train.config import DataConfig, MetricsConfig, TrainSettings
+from radinfill.train.config import DataConfig, PushConfig, TrainSettings
 
 if TYPE_CHECKING:
     import torch
@@ -165,13 +165,13 @@ def best_snapshot(checkpoint_dir: Path) -> tuple[Path, float] | None:
     return None
 
 
-def report(snapshot: Path, *, log_path: Path, metrics: MetricsConfig | None) -> None:
+def report(snapshot: Path, *, log_path: Path, metrics: PushConfig | None) -> None:
     """Rank 0's reports after ``snapshot``: the loss curves and, if configured, the metrics."""
-    from radinfill.train import curves, telemetry
+    from radinfill.train import curves, run_metrics
 
     curves.write(log_path, log_path.parent / CURVES)
     if metrics is not None:
-        telemetry.report(metrics, snapshot, log_path)
+        run_metrics.report(metrics, snapshot, log_path)
 
 
 def _files(root: Path) -> list[Path]:

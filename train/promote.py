@@ -74,7 +74,7 @@ _LOCK = ".promote.lock"
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Check:
     """The gate's outcome on one check (mean scores over the cases).
 
     ``reference`` is the champion's value, the strongest classical method's for a floor
@@ -112,7 +112,7 @@ class Decision:
     version: str
     record: Path
     report: Path | None
-    verdicts: tuple[Verdict, ...]
+    verdicts: tuple[Check, ...]
     content: Mapping[str, Any]
 
     def table(self) -> str:
@@ -135,7 +135,7 @@ def compare(
     champion: Mapping[str, float] | None,
     names: Sequence[str],
     tolerance: float,
-) -> tuple[Verdict, ...]:
+) -> tuple[Check, ...]:
     """Judge the candidate's scores against the champion's, score by score (pure).
 
     A score passes when the candidate's distance to the ideal value is at most the
@@ -146,7 +146,7 @@ def compare(
     for name in names:
         value = candidate[name]
         if champion is None:
-            verdicts.append(Verdict(name, value, None, True, "no champion yet"))
+            verdicts.append(Check(name, value, None, True, "no champion yet"))
             continue
         other = champion[name]
         mine, theirs = (scores.distance_to_ideal(name, v) for v in (value, other))
@@ -161,7 +161,7 @@ def compare(
                 f"{'no worse' if passed else 'worse'}: off the ideal by {mine:.4g}, champion "
                 f"by {theirs:.4g}, tolerance {tolerance:g}"
             )
-        verdicts.append(Verdict(name, value, other, passed, reason))
+        verdicts.append(Check(name, value, other, passed, reason))
     return tuple(verdicts)
 
 
@@ -169,7 +169,7 @@ def floor(
     candidate: Mapping[str, float],
     classical: Mapping[str, Mapping[str, float]],
     margin: float = FLOOR_MARGIN,
-) -> tuple[Verdict, ...]:
+) -> tuple[Check, ...]:
     """Judge the candidate against the strongest classical method (pure).
 
     The strongest is the method with the lowest mean RMSE. The candidate's RMSE must be at
@@ -183,7 +183,7 @@ def floor(
     needed = 1.0 - margin
     verdict = "passes" if ratio <= needed else f"misses by {100 * (ratio - needed):.1f} points"
     verdicts = [
-        Verdict(
+        Check(
             "floor rmse",
             candidate["rmse"],
             best["rmse"],
@@ -200,11 +200,11 @@ def floor(
         else:
             passed = mine >= theirs
             reason = f"{mine - theirs:+.4f} against {name}'s {theirs:.4f}"
-        verdicts.append(Verdict(f"floor {score}", mine, theirs, passed, reason))
+        verdicts.append(Check(f"floor {score}", mine, theirs, passed, reason))
     return tuple(verdicts)
 
 
-def safety(problems: Mapping[str, str]) -> Verdict:
+def safety(problems: Mapping[str, str]) -> Check:
     """The safety check's verdict from :func:`radinfill.train.evaluate.safety_check`."""
     failed = len(problems)
     reason = (
@@ -212,7 +212,7 @@ def safety(problems: Mapping[str, str]) -> Verdict:
         if not failed
         else "; ".join(f"{case}: {problem}" for case, problem in problems.items())
     )
-    return Verdict("safety", float(failed), None, not failed, reason)
+    return Check("safety", float(failed), None, not failed, reason)
 
 
 def promote(

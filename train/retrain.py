@@ -49,7 +49,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from radinfill.config import ConfigError, Document, check, read
 from radinfill.model import baselines
 from radinfill.train import config as train_config
 from radinfill.train import supervise
@@ -66,8 +66,8 @@ __all__ = [
     "EXIT_PROMOTED",
     "EXIT_REJECTED",
     "ConfigError",
-    "Outcome",
     "RetrainSettings",
+    "RunResult",
     "StepError",
     "load",
     "retrain",
@@ -81,15 +81,6 @@ PREFIX = "radinfill_retrain_"
 _LAUNCHERS = ("local", "slurm")
 #: Keys without a default.
 _REQUIRED = ("registry", "checkpoint_root")
-
-
-class ConfigError(ValueError):
-    """An invalid ``[retrain]`` table; ``problems`` lists every problem found, one line each."""
-
-    def __init__(self, source: str, problems: Sequence[str]) -> None:
-        self.source = source
-        self.problems = list(problems)
-        super().__init__(f"{source}: " + "; ".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -196,7 +187,7 @@ class RetrainSettings:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class RunResult:
     """What a retraining run did.
 
     Attributes
@@ -235,23 +226,28 @@ def load(path: str | os.PathLike[str]) -> tuple[RetrainSettings, train_config.Tr
     Raises
     ------
     ConfigError
-        Naming the file and every problem of the ``[retrain]`` table (unknown or missing keys,
-        bad values).
-    ValueError
-        Naming the file: an invalid ``[train]`` section.
+        Naming the file and every problem of the ``[retrain]`` and ``[train]`` tables (unknown
+        or missing keys, bad values).
     """
-    path = Path(path).absolute()
-    settings = train_config.load(path)
-    document = tomllib.loads(path.read_text(encoding="utf-8"))
-    table = dict(document.get("retrain", {}))
+    document = read(path)
+    parsers = {"retrain": from_document, "train": train_config.from_document}
+    parsed = check(document, parsers, required=parsers)
+    return parsed["retrain"], parsed["train"]
+
+
+def from_document(document: Document) -> RetrainSettings:
+    """The ``[retrain]`` section of the configuration file (see :func:`load`)."""
+    table = dict(document.table("retrain") or {})
+    path = Path(document.source)
+    base = document.base
     allowed = {f.name for f in dataclasses.fields(RetrainSettings)}
     problems = [f"unknown key retrain.{name}" for name in sorted(set(table) - allowed)]
     problems += [f"retrain.{name} is required" for name in _REQUIRED if name not in table]
     for name in ("registry", "checkpoint_root", "sbatch_script"):
         if table.get(name) is not None:
-            table[name] = _resolve(path.parent, table[name])
+            table[name] = _resolve(base, table[name])
     # stand-ins for missing required keys, so the other values are checked too
-    known = {name: path.parent for name in _REQUIRED}
+    known = {name: base for name in _REQUIRED}
     known.update((name, value) for name, value in table.items() if name in allowed)
     try:
         retrain_settings = RetrainSettings(**known)
@@ -261,7 +257,7 @@ def load(path: str | os.PathLike[str]) -> tuple[RetrainSettings, train_config.Tr
         raise ConfigError(str(path), [*problems, str(err)]) from None
     if problems:
         raise ConfigError(str(path), problems)
-    return retrain_settings, settings
+    return retrain_settings
 
 
 def train_command(
@@ -284,7 +280,7 @@ def train_command(
 
 def retrain(
     path: str | os.PathLike[str], *, now: datetime | None = None, stderr: TextIO | None = None
-) -> Outcome:
+) -> RunResult:
     """Run one retraining: train, find the snapshot, promote, reload.
 
     Parameters
@@ -298,14 +294,14 @@ def retrain(
 
     Returns
     -------
-    Outcome
+    RunResult
         Its ``status`` is the exit status of the command.
     """
     out = stderr if stderr is not None else sys.stderr
     path = Path(path).absolute()
     durations: dict[str, float] = {}
     run_dir: Path | None = None
-    metrics: train_config.MetricsConfig | None = None
+    metrics: train_config.PushConfig | None = None
     try:
         with _step("config", durations, out):
             settings, training = load(path)
@@ -328,9 +324,9 @@ def retrain(
             with _step("reload", durations, out):
                 _reload(settings.reload, out)
         status = EXIT_PROMOTED if decision.promoted else EXIT_REJECTED
-        outcome = Outcome(status, run_dir, None, decision.version, durations)
+        outcome = RunResult(status, run_dir, None, decision.version, durations)
     except StepError as err:
-        outcome = Outcome(EXIT_FAILED, run_dir, err.args[0], None, durations)
+        outcome = RunResult(EXIT_FAILED, run_dir, err.args[0], None, durations)
     _say(out, f"outcome: {outcome.result} (exit status {outcome.status})")
     if metrics is not None and metrics.textfile is not None:
         _write_metrics(metrics.textfile.with_name(METRICS_FILE), outcome, time.time())
@@ -359,7 +355,7 @@ def _archive_overrides(
     RADOLAN sources; none without ``archive_days`` or a ``[service] incoming`` list."""
     if settings.archive_days is None:
         return []
-    service = tomllib.loads(path.read_text(encoding="utf-8")).get("service", {})
+    service = read(path).table("service") or {}
     incoming = service.get("incoming", [])
     if not incoming:
         return []
@@ -419,7 +415,7 @@ def _reload(how: str, out: TextIO) -> None:
         _say(out, f"reload: sent SIGHUP to {pid} ({pid_file})")
 
 
-def _write_metrics(textfile: Path, outcome: Outcome, finished: float) -> None:
+def _write_metrics(textfile: Path, outcome: RunResult, finished: float) -> None:
     """The outcome as Prometheus gauges in ``textfile`` (node_exporter's textfile collector)."""
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 

@@ -10,7 +10,7 @@ Every line is one JSON object ``{"event": KIND, "time": UNIX_SECONDS, ...}``; th
 
 The log is only ever appended to, so a checkpoint directory that was reused for a new run still
 holds the old run's records: :func:`current_run` keeps those since the last ``start``. The
-curves (:mod:`radinfill.train.curves`) and the metrics (:mod:`radinfill.train.telemetry`) are
+curves (:mod:`radinfill.train.curves`) and the metrics (:mod:`radinfill.train.run_metrics`) are
 both computed from these records, so they agree with each other and with the log.
 """
 

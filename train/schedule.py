@@ -48,6 +48,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
+from radinfill.config import ConfigError
 from radinfill.train import retrain, supervise
 
 __all__ = ["STOPPED_BY", "RetrainScheduler", "cron_trigger", "next_runs", "retrain_command", "run"]
@@ -274,7 +275,7 @@ class RetrainScheduler:
             self._child = None
             stopping = self._stopping
         status = supervise.exit_status(returncode)
-        outcome = retrain.Outcome(status).result if returncode >= 0 else "killed"
+        outcome = retrain.RunResult(status).result if returncode >= 0 else "killed"
         self._say(
             f"run ended after {time.monotonic() - start:.1f} s: exit status {status} ({outcome})"
         )
@@ -334,13 +335,13 @@ def run(
 
     Raises
     ------
-    radinfill.train.retrain.ConfigError
+    radinfill.config.ConfigError
         An invalid ``[retrain]`` table, or one without ``schedule``.
     """
     path = Path(config).absolute()
     settings, _ = retrain.load(path)
     if settings.schedule is None:
-        raise retrain.ConfigError(str(path), ["retrain.schedule is required by radinfill schedule"])
+        raise ConfigError(str(path), ["retrain.schedule is required by radinfill schedule"])
     scheduler = RetrainScheduler(
         retrain_command(path),
         cron_trigger(settings.schedule),

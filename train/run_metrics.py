@@ -1,7 +1,7 @@
 """Prometheus metrics of a training run, reported by rank 0 at every snapshot.
 
 A training run is a batch job, not a server to scrape, so its metrics go out in the two ways
-Prometheus offers batch jobs (``[train.metrics]``, :class:`~radinfill.train.config.MetricsConfig`):
+Prometheus offers batch jobs (``[train.metrics]``, :class:`~radinfill.train.config.PushConfig`):
 
 * a ``.prom`` file for node_exporter's textfile collector, on a host that runs node_exporter
   (written atomically by :func:`prometheus_client.write_to_textfile`);
@@ -51,7 +51,7 @@ from tenacity import (
 
 from radinfill.model.checkpoint import read_metadata
 from radinfill.train import runlog
-from radinfill.train.config import MetricsConfig
+from radinfill.train.config import PushConfig
 from radinfill.train.loop import STATE
 
 __all__ = ["JOB", "RunMetrics", "registry", "report", "summarize"]
@@ -156,7 +156,7 @@ def registry(metrics: RunMetrics, *, success_time: float | None) -> CollectorReg
 
 
 def report(
-    config: MetricsConfig,
+    config: PushConfig,
     snapshot: Path,
     log_path: Path,
     *,
@@ -214,7 +214,7 @@ def _previous_success(textfile: Path) -> float | None:
 
 
 def _push(
-    config: MetricsConfig,
+    config: PushConfig,
     reg: CollectorRegistry,
     sleep: Callable[[float], None],
     push: Callable[..., None],
