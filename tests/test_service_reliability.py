@@ -171,9 +171,9 @@ class _Countdown(Faults):
         super().__init__({op: (code, 1.0)})
         self.times = times
 
-    def check(self, operation: str) -> None:
+    def check(self, operation: str, *, correction: bool = False) -> None:
         if self.times is None or self.injected < self.times:
-            super().check(operation)
+            super().check(operation, correction=correction)
 
 
 @pytest.mark.timeout(120)
