@@ -435,7 +435,6 @@ print(json.dumps({"errors": errors, "deleted": deleted, "left": left}))
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
 def test_failed_writes_on_a_full_disk_leave_no_open_file(tmp_path):
     """Each netCDF write that the disk refuses must release its temporary file: netCDF-C,
     failing to close a file it could not write, kept the deleted file open, and the space
