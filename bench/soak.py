@@ -8,13 +8,21 @@ A synthetic RY stream (``--products`` valid products on a small grid) is deliver
 moved in from another directory, copied, written slowly in pieces, out of order, late (held
 back to the end), duplicated (same name and other names), corrected (same name, new content),
 in a burst of ``--burst`` files at once, with missing time steps and with truncated and garbled
-files among them. Meanwhile:
+files among them. Some valid products arrive under odd names (bytes that are not UTF-8, or
+spaces, umlauts and shell characters), and one valid RY product on another grid (the 1100x900
+extended national grid among the small crops) arrives late in the run, where the service must
+quarantine it (``wrong_grid``). Meanwhile:
 
 * the service is SIGKILLed ``--kills`` times and SIGTERMed ``--terms`` times at random points
   (a random delay after it reported READY) and restarted each time;
 * output writes fail transiently through the writer's fault point (``RADINFILL_FAULTS``,
   :mod:`radinfill.daemon.faults`; default EIO in the RADOLAN and sidecar writes, retried
   in place, and ENOSPC in the netCDF write, which fails the product until a later retry);
+  the disk is full in half the netCDF writes of corrections (``correction:write_netcdf``),
+  where the replaced set must lose its sidecar and come back complete on a later retry;
+* once the kills are over, a second ``radinfill serve`` is started on the same state
+  directory: it must exit with status 2 at once, leaving the lock (and everything else) to
+  the running one;
 * a reader thread polls the output tree for the whole run and decodes every file it sees under
   an output name (RADOLAN, netCDF, JSON sidecar);
 * the service's resident set size is sampled; the last part of the run (after the last kill,
@@ -27,6 +35,7 @@ At the end (after a clean SIGTERM) it checks and prints:
   has every failure-hole pixel filled (pass-throughs are byte-identical); missing time steps
   have no output;
 * no file the reader saw under an output name failed to decode (``partial seen``);
+* the second instance exited with status 2, naming the running one, which kept its lock;
 * every bad input, and nothing else, is in quarantine with a reason;
 * the ledger agrees with the output tree (one entry per output set, same version and input);
 * RSS does not grow over the steady part (median of its last third vs. its middle third).
@@ -58,7 +67,15 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_FAULTS = "write_radolan=EIO:0.04,write_netcdf=ENOSPC:0.01,write_sidecar=EIO:0.04"
+DEFAULT_FAULTS = (
+    "write_radolan=EIO:0.04,write_netcdf=ENOSPC:0.01,write_sidecar=EIO:0.04,"
+    "correction:write_netcdf=ENOSPC:0.5"
+)
+#: The grid of the one valid product that does not belong (rows, cols): DWD's extended
+#: national grid, where the stream uses small crops of the national one.
+ODD_GRID = (1100, 900)
+#: Exit status of ``radinfill serve`` when it cannot start (another instance holds the lock).
+EXIT_STARTUP = 2
 START = datetime(2025, 6, 1, 0, 0, tzinfo=UTC)
 
 
@@ -70,7 +87,8 @@ class Delivery:
     data: bytes
     how: str  # rename | move | copy | slow
     key: tuple[str, str] | None  # (product, nominal ISO) of a valid input; None for bad input
-    kind: str = "valid"  # valid | duplicate | correction | truncated | garbled | late
+    kind: str = "valid"  # valid | duplicate | correction | odd_name | truncated | garbled | late
+    # | odd_grid
     at: float = 0.0  # position in the stream (step index; extras fall between steps)
 
 
@@ -107,13 +125,15 @@ def make_feed(root: Path, products: int, grid: tuple[int, int], burst: int, seed
         s.path.unlink()
     key = {name: ("RY", moment.isoformat()) for name, _, moment in steps}
     count = len(steps)
-    picks = rng.sample(range(2, count), k=min(count - 2, max(6, count // 10)))
-    share = max(1, len(picks) // 5)
+    picks = rng.sample(range(2, count), k=min(count - 2, max(14, count // 8)))
+    share = max(1, len(picks) // 7)
     missing = set(picks[:2])
     late = set(picks[2 : 2 + share])
-    corrected = set(picks[2 + share : 2 + 2 * share])
-    duplicated = set(picks[2 + 2 * share : 2 + 3 * share])
-    spoiled = picks[2 + 3 * share :]
+    corrected = set(picks[2 + share : 2 + 3 * share])
+    duplicated = set(picks[2 + 3 * share : 2 + 4 * share])
+    renamed = picks[2 + 4 * share : 2 + 5 * share]
+    spoiled = picks[2 + 5 * share :]
+    odd = {i: odd_name(steps[i][0], n) for n, i in enumerate(renamed)}
 
     ordered: list[Delivery] = []
     held: list[Delivery] = []
@@ -121,6 +141,9 @@ def make_feed(root: Path, products: int, grid: tuple[int, int], burst: int, seed
         if i in missing:
             continue
         how = rng.choice(["rename", "rename", "move", "copy", "slow"])
+        if i in odd:
+            ordered.append(Delivery(odd[i], data, how, key[name], "odd_name", at=i))
+            continue
         if i in late:
             held.append(Delivery(name, data, how, key[name], "late"))
             continue
@@ -155,12 +178,33 @@ def make_feed(root: Path, products: int, grid: tuple[int, int], burst: int, seed
     chaos, steady = ordered[:split], ordered[split:]
     for delivery in steady[:burst]:
         delivery.how = "rename" if delivery.how == "slow" else delivery.how
-    steady = steady + held  # late files: after everything newer
+    middle = max(burst, len(steady) // 2)  # after the burst, in one process lifetime
+    steady = [*steady[:middle], odd_grid(root, seed), *steady[middle:], *held]  # late: last
     feed = Feed(chaos, steady, {key[steps[i][0]] for i in missing})
     feed.counts.update(d.kind for d in chaos + steady)
     feed.counts["burst"] = min(burst, len(steady))
     feed.counts["missing"] = len(missing)
     return feed
+
+
+def odd_name(name: str, n: int) -> str:
+    """``name`` made awkward: bytes that are not UTF-8 (a ``str`` with surrogate escapes, as
+    Python lists such a name), or spaces, an umlaut and shell characters; every other one."""
+    if n % 2 == 0:
+        return os.fsdecode(os.fsencode(name) + b"\xff\xfe")
+    return f"{name} \u00fc#%&'(1)"
+
+
+def odd_grid(root: Path, seed: int) -> Delivery:
+    """A valid RY product on :data:`ODD_GRID`: it must be quarantined (``wrong_grid``), not
+    published, and must not disturb the products on the stream's grid."""
+    from radinfill import stream
+
+    step = stream.write_stream(
+        root / "odd-grid", grid=ODD_GRID, steps=1, start=START, seed=seed + 1
+    ).steps[0]
+    name = f"raa01-ry_10000-oddgrid-{ODD_GRID[0]}x{ODD_GRID[1]}-dwd---bin"
+    return Delivery(name, step.path.read_bytes(), "rename", None, "odd_grid")
 
 
 def deliver(delivery: Delivery, incoming: Path, staging: Path) -> None:
@@ -186,17 +230,18 @@ def deliver(delivery: Delivery, incoming: Path, staging: Path) -> None:
 
 
 class Serve:
-    """``radinfill serve`` as a child process, restarted after each kill."""
+    """``radinfill serve`` as a child process, restarted after each kill; its logs are
+    ``NAME-NNN.log`` in ``logs``, one per start."""
 
-    def __init__(self, config: Path, logs: Path, env: dict[str, str]) -> None:
-        self.config, self.logs, self.env = config, logs, env
+    def __init__(self, config: Path, logs: Path, env: dict[str, str], name: str = "serve") -> None:
+        self.config, self.logs, self.env, self.name = config, logs, env, name
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.log: Path | None = None
 
     def start(self) -> None:
         self.starts += 1
-        self.log = self.logs / f"serve-{self.starts:03d}.log"
+        self.log = self.logs / f"{self.name}-{self.starts:03d}.log"
         command = [sys.executable, "-m", "radinfill", "serve", "--config", str(self.config)]
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
@@ -271,7 +316,8 @@ class Reader(threading.Thread):
                     if entry.name.endswith(".json"):
                         json.loads(path.read_bytes())
                     elif entry.name.endswith(".nc"):
-                        with netCDF4.Dataset(path) as ds:
+                        # From memory: netCDF-C opens UTF-8 names only, downstream has any.
+                        with netCDF4.Dataset("soak-reader", memory=path.read_bytes()) as ds:
                             for variable in ds.variables.values():
                                 variable[:]
                     else:
@@ -420,6 +466,33 @@ def interrupt(serve: Serve, signals: list[str], rng: random.Random, max_uptime: 
     return statuses
 
 
+def second_instance(serve: Serve, state: Path, timeout: float = 60.0) -> dict[str, Any]:
+    """Start another ``radinfill serve`` on ``serve``'s configuration (same state directory)
+    while ``serve`` runs; what it did: its exit status (None: still running after
+    ``timeout``, then killed), whether it named the running instance, whether the running one
+    still holds the lock (its pid in the lock file) and is alive."""
+    from radinfill.daemon.service import LOCK_FILE
+
+    assert serve.proc is not None
+    second = Serve(serve.config, serve.logs, serve.env, name="second")
+    second.start()
+    assert second.proc is not None
+    assert second.log is not None
+    try:
+        status: int | None = second.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        second.proc.kill()
+        second.proc.wait()
+        status = None
+    holder = (state / LOCK_FILE).read_text().strip()
+    return {
+        "exit_status": status,
+        "named_the_running_one": f"pid {serve.proc.pid}" in second.log.read_text(errors="replace"),
+        "lock_kept": holder == str(serve.proc.pid),
+        "running_one_alive": serve.proc.poll() is None,
+    }
+
+
 def drain(root: Path, feed: Feed, timeout: float) -> bool:
     """Wait until every valid key has outputs and every bad input is quarantined."""
     deadline = time.monotonic() + timeout
@@ -472,6 +545,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     statuses = interrupt(serve, signals, rng, args.max_uptime)
     sampler.phase = "steady"
     chaos_done.set()
+    second = second_instance(serve, root / "state")
     thread.join()
     drained = drain(root, feed, args.drain_timeout)
     statuses.append(serve.signal(signal.SIGTERM))
@@ -492,6 +566,12 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "term_exit_status": statuses,
         "starts": serve.starts,
         "faults_injected": sum(len(_events(log, "fault_injected")) for log in logs.iterdir()),
+        "correction_faults": sum(
+            '"correction:' in line
+            for log in logs.iterdir()
+            for line in _events(log, "fault_injected")
+        ),
+        "second_instance": second,
         "product_failures": sum(len(_events(log, "product_failed")) for log in logs.iterdir()),
         "files_seen_by_reader": len(reader.seen),
         "partial_seen": len(reader.errors),
@@ -503,6 +583,13 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     problems = results["problems"]
     if not drained:
         problems.append(f"not every input handled within {args.drain_timeout} s")
+    if second != {
+        "exit_status": EXIT_STARTUP,
+        "named_the_running_one": True,
+        "lock_kept": True,
+        "running_one_alive": True,
+    }:
+        problems.append(f"a second instance on the same state directory: {second}")
     if any(status != 0 for status in statuses):
         problems.append(f"SIGTERM exit statuses {statuses}")
     if reader.errors:
@@ -548,6 +635,8 @@ def main() -> int:
         ("bad inputs", results["bad_inputs"]),
         ("SIGKILLs / SIGTERMs / starts", f"{args.kills} / {args.terms} / {results['starts']}"),
         ("faults injected (writes)", results["faults_injected"]),
+        ("  of them full disk in corrections", results["correction_faults"]),
+        ("second instance exit status", results["second_instance"]["exit_status"]),
         ("product failures (retried)", results["product_failures"]),
         ("files decoded by the reader", results["files_seen_by_reader"]),
         ("outputs checked", results["outputs_checked"]),

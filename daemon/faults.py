@@ -6,10 +6,14 @@ writer therefore asks a :class:`Faults` before each I/O operation; the service b
 the environment, and it is off unless ``RADINFILL_FAULTS`` is set (the unit files never set it)::
 
     RADINFILL_FAULTS="write_radolan=ENOSPC:0.05,write_netcdf=EIO:0.05,write_sidecar=EIO:0.05"
+    RADINFILL_FAULTS="correction:write_netcdf=ENOSPC:0.5"   # a full disk during corrections
     RADINFILL_FAULTS_SEED=7        # optional: reproducible draws
 
 Each rule is ``OPERATION=ERRNO_NAME:PROBABILITY``; operations are the writer's
-(``write_radolan``, ``write_netcdf``, ``write_sidecar``). An injected fault raises
+(``write_radolan``, ``write_netcdf``, ``write_sidecar``). ``correction:OPERATION`` applies only
+while a correction replaces a published set (version 2 and later), where a full disk could
+leave a sidecar that contradicts the files; it is drawn before the plain rule of the
+operation, and the first that hits raises. An injected fault raises
 ``OSError(errno, "injected fault ...")`` before the operation touches the file and is logged as
 ``fault_injected``, so a run's log says how many faults it saw.
 """
@@ -29,6 +33,8 @@ __all__ = ["Faults", "parse"]
 _log = structlog.get_logger("radinfill.faults")
 ENV = "RADINFILL_FAULTS"
 SEED_ENV = "RADINFILL_FAULTS_SEED"
+#: Prefix of the rules that apply only while a correction replaces a published output set.
+CORRECTION = "correction:"
 
 
 class Faults:
@@ -63,19 +69,22 @@ class Faults:
         seed = env.get(SEED_ENV)
         return cls(parse(text), int(seed) if seed else None)
 
-    def check(self, operation: str) -> None:
-        """Raise the configured ``OSError`` for ``operation`` with its probability."""
-        rule = self.rules.get(operation)
-        if rule is None:
-            return
-        code, probability = rule
-        with self._lock:
-            hit = self._random.random() < probability
+    def check(self, operation: str, *, correction: bool = False) -> None:
+        """Raise the configured ``OSError`` for ``operation`` with its probability; in a
+        ``correction`` the ``correction:OPERATION`` rule is drawn first."""
+        names = [f"{CORRECTION}{operation}"] if correction else []
+        for name in [*names, operation]:
+            rule = self.rules.get(name)
+            if rule is None:
+                continue
+            code, probability = rule
+            with self._lock:
+                hit = self._random.random() < probability
+                if hit:
+                    self.injected += 1
             if hit:
-                self.injected += 1
-        if hit:
-            _log.warning("fault_injected", op=operation, errno=errno.errorcode[code])
-            raise OSError(code, f"injected fault in {operation}: {os.strerror(code)}")
+                _log.warning("fault_injected", op=name, errno=errno.errorcode[code])
+                raise OSError(code, f"injected fault in {name}: {os.strerror(code)}")
 
 
 def parse(text: str) -> dict[str, tuple[int, float]]:

@@ -197,16 +197,18 @@ class Writer:
             The sidecar's content (JSON values); the output checksums are added.
         """
         permissions.make_dirs(paths.radolan.parent)  # a dated output_name
+        correction = record.get("version", 1) > 1
         # A set being replaced (a correction) loses its claim first: until the new sidecar is
         # in place no sidecar vouches for files that may be half old, half new.
         paths.sidecar.unlink(missing_ok=True)
-        self._io("write_radolan", atomic.write_bytes, paths.radolan, product, self.mode)
+        self._io("write_radolan", correction, atomic.write_bytes, paths.radolan, product, self.mode)
         written = [paths.radolan]
         if self.netcdf:
             dataset = to_dataset([output])
             try:
                 self._io(
                     "write_netcdf",
+                    correction,
                     netcdf.write,
                     dataset,
                     paths.netcdf,
@@ -223,15 +225,26 @@ class Writer:
             sums = {p.name: _sha256(p) for p in written}
             content = {**record, "outputs": sums}
             text = json.dumps(content, indent=2, sort_keys=True, default=_json_default) + "\n"
-            self._io("write_sidecar", atomic.write_bytes, paths.sidecar, text.encode(), self.mode)
+            self._io(
+                "write_sidecar",
+                correction,
+                atomic.write_bytes,
+                paths.sidecar,
+                text.encode(),
+                self.mode,
+            )
             written.append(paths.sidecar)
         return written
 
-    def _io(self, op: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _io(
+        self, op: str, correction: bool, function: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        """``function(*args, **kwargs)`` under :func:`retrying`, behind the fault point
+        (``correction``: the write replaces a published set)."""
         for attempt in retrying(self.stop, self.on_retry, op):
             with attempt:
                 if self.faults is not None:
-                    self.faults.check(op)
+                    self.faults.check(op, correction=correction)
                 return function(*args, **kwargs)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 

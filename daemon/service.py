@@ -105,6 +105,8 @@ STUCK_AFTER_S = 120.0
 #: First and longest wait (s) before a reconcile scan retries an input that failed.
 FAILURE_BACKOFF_S = 60.0
 MAX_FAILURE_BACKOFF_S = 3600.0
+#: Interval of the ledger retention job (s); pruning is cheap, retention is counted in days.
+PRUNE_INTERVAL_S = 3600.0
 #: End-to-end latencies kept in memory (:attr:`Service.latencies`).
 LATENCY_HISTORY = 10_000
 #: Longest wait for the worker to finish the product in hand on shutdown (s).
@@ -419,7 +421,7 @@ class Service:
                 self.shadow_due.set, "interval", seconds=config.shadow_interval_s, id="shadow"
             )
         if config.retention_days > 0:
-            scheduler.add_job(self._prune, "interval", hours=1, id="retention")
+            scheduler.add_job(self._prune, "interval", seconds=PRUNE_INTERVAL_S, id="retention")
         scheduler.start()
         return scheduler
 

@@ -38,7 +38,7 @@ def write(
     provenance: Mapping[str, str] | None = None,
     mode: int = atomic.DEFAULT_MODE,
 ) -> None:
-    """Write ``ds`` to ``path`` as CF-netCDF4 (temp file, fsync, rename).
+    """Write ``ds`` to ``path`` as CF-netCDF4 (built in memory, then temp file, fsync, rename).
 
     Parameters
     ----------
@@ -74,13 +74,29 @@ def write(
                 var.attrs["ancillary_variables"] = " ".join([*ancillary, INFILL_MASK])
     if provenance:
         out.attrs |= _checked_provenance(provenance, path)
-    with atomic.replacing(path, mode) as tmp:
-        try:
-            out.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding(out))
-        except RuntimeError as err:
-            # netCDF-C reports a full disk as "NetCDF: HDF error": an I/O failure like any
-            # other to the writer, which then withdraws the set's claim (daemon.outputs).
-            raise OSError(f"{path}: netCDF write failed: {err}") from err
+    atomic.write_bytes(path, encoded(out, path), mode)
+
+
+def encoded(ds: xr.Dataset, path: str | os.PathLike[str]) -> bytes:
+    """The netCDF4 file of ``ds`` (laid out by :func:`encoding`), built in memory.
+
+    netCDF-C never opens a file on disk here: when it fails to write a file (a full disk) it
+    also fails to close it, and each failure left the deleted temporary file open for the
+    life of the process, so the space it held never came back. The bytes go to disk through
+    :func:`radinfill.atomic.write_bytes`, whose plain file handle is closed on any error.
+    A product file is a few MB, so holding it in memory costs nothing worth saving.
+
+    Raises
+    ------
+    OSError
+        If netCDF-C fails (it says only "NetCDF: HDF error"); the message names ``path``.
+    """
+    try:
+        return bytes(ds.to_netcdf(None, engine="netcdf4", format="NETCDF4", encoding=encoding(ds)))
+    except RuntimeError as err:
+        # An I/O failure like any other to the writer, which then withdraws the set's claim
+        # (daemon.outputs).
+        raise OSError(f"{path}: netCDF write failed: {err}") from err
 
 
 def encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:

@@ -7,6 +7,7 @@ positions), cf_xarray and pyproj's ``CRS.from_cf`` (CF metadata), netCDF4 itself
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import subprocess
@@ -381,21 +382,82 @@ def test_failed_write_leaves_no_file_and_no_temp_file(tmp_path, rw):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_crash_after_writing_keeps_the_previous_file(tmp_path, rw, monkeypatch):
+def test_a_netcdf_c_failure_keeps_the_previous_file(tmp_path, rw, monkeypatch):
     out = tmp_path / "out.nc"
     out.write_bytes(b"previous version")
     real = xr.Dataset.to_netcdf
 
-    def write_then_crash(self, path, *args, **kwargs):
-        real(self, path, *args, **kwargs)
-        assert Path(path).stat().st_size > 0  # the temporary file was really written
-        raise RuntimeError("simulated crash before the rename")
+    def encode_then_fail(self, path, *args, **kwargs):
+        assert path is None  # built in memory: netCDF-C never holds a file open
+        assert len(real(self, path, *args, **kwargs)) > 0
+        raise RuntimeError("NetCDF: HDF error")
 
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", write_then_crash)
-    with pytest.raises(OSError, match="netCDF write failed: simulated crash"):
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", encode_then_fail)
+    with pytest.raises(OSError, match="netCDF write failed: NetCDF: HDF error"):
         netcdf.write(rw, out)
     assert out.read_bytes() == b"previous version"
     assert list(tmp_path.iterdir()) == [out]
+
+
+#: Run in a child process: N netCDF writes that fail on a file size limit (what a full disk
+#: does to a write), then one within the limit; prints what stayed open and what was written.
+_FULL_DISK_CHILD = """
+import json, os, resource, signal, sys
+from datetime import datetime, timezone
+from pathlib import Path
+import numpy as np
+from radinfill import netcdf, radolan, stream
+from radinfill.dataset import to_dataset
+
+out, failures = Path(sys.argv[1]), int(sys.argv[2])
+step = stream.write_stream(out / "in", grid=(400, 400), steps=1, seed=0, outages=False,
+                           start=datetime(2025, 6, 1, tzinfo=timezone.utc)).steps[0]
+fld = radolan.read_one(step.path)
+values = np.random.default_rng(0).random(fld.values.shape).astype(np.float32)
+ds = to_dataset([fld.replace(values=values)])  # ~640 kB that zlib cannot shrink
+target = out / "out" / "x.nc"
+target.parent.mkdir()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+errors = []
+for _ in range(failures):
+    try:
+        netcdf.write(ds, target)
+    except OSError as err:
+        errors.append(err.errno)
+fds = os.listdir("/proc/self/fd")  # the listing's own descriptor is gone once listed
+links = [os.readlink(f"/proc/self/fd/{fd}") for fd in fds if os.path.exists(f"/proc/self/fd/{fd}")]
+deleted = [link for link in links if link.endswith("(deleted)")]
+left = sorted(p.name for p in target.parent.iterdir())
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+netcdf.write(ds, target)
+print(json.dumps({"errors": errors, "deleted": deleted, "left": left}))
+"""
+
+
+def test_failed_writes_on_a_full_disk_leave_no_open_file(tmp_path):
+    """Each netCDF write that the disk refuses must release its temporary file: netCDF-C,
+    failing to close a file it could not write, kept the deleted file open, and the space
+    never came back until a restart. A write with space again gives the full file."""
+    failures = 5
+    child = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_CHILD, str(tmp_path), str(failures)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    report = json.loads(child.stdout.splitlines()[-1])
+    assert len(report["errors"]) == failures  # every write failed (EFBIG) ...
+    assert report["deleted"] == []  # ... and none left a descriptor behind
+    assert report["left"] == []  # nor a temporary file
+    written = tmp_path / "out" / "x.nc"
+    expected = np.random.default_rng(0).random((400, 400)).astype(np.float32)
+    with netCDF4.Dataset(written) as nc:
+        values = np.ma.filled(nc.variables["RY"][0], np.nan)
+    valid = np.isfinite(values)
+    assert valid.mean() > 0.5
+    np.testing.assert_array_equal(values[valid], expected[valid])
 
 
 # --- CF metadata ---------------------------------------------------------------------------

@@ -25,7 +25,9 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return manifest.steps[0].path
 
 
-def write(product: Path, out: Path, injected: Faults | None, retries: list[str]) -> list[Path]:
+def write(
+    product: Path, out: Path, injected: Faults | None, retries: list[str], version: int = 1
+) -> list[Path]:
     fld = radolan.read_one(product)
     hole = holes.detect(fld).failure
     values = np.where(np.isnan(fld.values), 0.0, fld.values).astype(np.float32)
@@ -38,7 +40,7 @@ def write(product: Path, out: Path, injected: Faults | None, retries: list[str])
         output=filled,
         hole=hole,
         provenance={"infill_method": "test"},
-        record={"product": fld.product},
+        record={"product": fld.product, "version": version},
     )
 
 
@@ -112,3 +114,17 @@ def test_a_correction_that_fails_on_a_full_disk_leaves_no_contradicting_set(prod
         write(corrected, tmp_path, injected, [])
     assert sorted(p.name for p in tmp_path.iterdir()) == [product.name]
     assert (tmp_path / product.name).read_bytes() != old[product.name]  # the correction
+
+
+def test_a_correction_rule_fails_only_the_rewrite_of_a_published_set(product, tmp_path):
+    injected = Faults({"correction:write_netcdf": (errno.ENOSPC, 1.0)})
+    assert len(write(product, tmp_path, injected, [], version=1)) == 3
+    assert injected.injected == 0
+    with pytest.raises(OSError, match="injected fault in correction:write_netcdf") as caught:
+        write(product, tmp_path, injected, [], version=2)
+    assert caught.value.errno == errno.ENOSPC
+    assert injected.injected == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [product.name]  # no sidecar, no .nc
+    assert faults.parse("correction:write_netcdf=ENOSPC:0.5") == {
+        "correction:write_netcdf": (errno.ENOSPC, 0.5)
+    }

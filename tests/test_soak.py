@@ -1,5 +1,7 @@
 """The fault-injection soak (``bench/soak.py``), short: a real ``radinfill serve`` process fed
-a messy stream while it is killed, terminated and its output writes fail."""
+a messy stream (odd names, a product on another grid) while it is killed, terminated, its
+output writes fail (the disk full during corrections too) and a second instance tries to start
+on its state directory."""
 
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ def test_short_soak_loses_nothing_and_never_shows_a_partial_output(tmp_path):
         "--burst", "30",
         "--model", "baseline:advection",
         "--max-uptime", "3",
-        "--faults", "write_radolan=EIO:0.05,write_netcdf=EIO:0.05,write_sidecar=EIO:0.05",
+        "--faults", "write_radolan=EIO:0.05,write_netcdf=EIO:0.05,write_sidecar=EIO:0.05,"
+                    "correction:write_netcdf=ENOSPC:0.4",
         "--drain-timeout", "300",
         "--json", str(report),
         "--keep", str(tmp_path / "run"),
@@ -42,5 +45,12 @@ def test_short_soak_loses_nothing_and_never_shows_a_partial_output(tmp_path):
     assert results["files_seen_by_reader"] >= 3 * results["valid_keys"]  # RADOLAN, nc, json
     assert results["faults_injected"] > 0  # the fault point really fired
     kinds = results["deliveries"]
-    assert {"correction", "duplicate", "truncated", "garbled", "late"} <= set(kinds)
-    assert results["bad_inputs"] == kinds["truncated"] + kinds["garbled"]
+    assert {"correction", "duplicate", "odd_name", "truncated", "garbled", "late"} <= set(kinds)
+    assert kinds["odd_grid"] == 1
+    assert results["bad_inputs"] == kinds["truncated"] + kinds["garbled"] + kinds["odd_grid"]
+    assert results["second_instance"] == {
+        "exit_status": 2,
+        "named_the_running_one": True,
+        "lock_kept": True,
+        "running_one_alive": True,
+    }

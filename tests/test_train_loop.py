@@ -310,23 +310,28 @@ rank = int(os.environ["RANK"])
 """
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(120)
-def test_ddp_two_processes_train_in_lockstep(tmp_path: Path) -> None:
-    script = tmp_path / "ddp_train.py"
-    script.write_text(textwrap.dedent(SCRIPT))
+def torchrun(script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (Python source) in two CPU processes under ``torch.distributed.run``."""
+    path = tmp_path / "ddp_script.py"
+    path.write_text(textwrap.dedent(script))
     env = os.environ | {
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": str(ROOT),
     }
-    run = subprocess.run(
-        [*TORCHRUN, str(script), str(tmp_path)],
+    return subprocess.run(
+        [*TORCHRUN, str(path), str(tmp_path), *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=110,
         check=False,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_ddp_two_processes_train_in_lockstep(tmp_path: Path) -> None:
+    run = torchrun(SCRIPT, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     # both ranks hold the same weights at every snapshot
     for step in (2, 4, 6, 8):
@@ -357,3 +362,64 @@ def test_ddp_two_processes_train_in_lockstep(tmp_path: Path) -> None:
     assert single.name == final.name
     for name, tensor in weights(single).items():
         torch.testing.assert_close(weights(final)[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+RESUME_SCRIPT = """
+import sys
+from pathlib import Path
+
+import torch
+
+from radinfill.train.loop import train
+from tests.test_train_loop import RainSet, tiny_config
+
+torch.set_num_threads(1)
+out, run, crash_after = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+
+
+class Crashing(RainSet):
+    \"\"\"Raises once ``crash_after`` samples are loaded (0: never), like a dying node.\"\"\"
+
+    loaded = 0
+
+    def __getitem__(self, index):
+        self.loaded += 1
+        if crash_after and self.loaded > crash_after:
+            raise RuntimeError("simulated crash")
+        return super().__getitem__(index)
+
+
+train(tiny_config(out / run, batch_size=2, dist_timeout_s=60.0), Crashing())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_ddp_two_processes_resume_after_a_crash_matches_an_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    """Two gloo ranks die while loading the third step's batch (after the step-2 snapshot);
+    the relaunch resumes there and ends with the weights and optimizer state of a two-rank run
+    that never stopped."""
+    whole = torchrun(RESUME_SCRIPT, tmp_path, "whole", "0")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    crashed = torchrun(RESUME_SCRIPT, tmp_path, "crash", "4")  # 2 steps of 2 samples per rank
+    assert crashed.returncode != 0
+    assert "simulated crash" in crashed.stderr
+    checkpoints = tmp_path / "crash"
+    assert (checkpoints / "latest").read_text().strip() == "step-00000002"
+    resumed = torchrun(RESUME_SCRIPT, tmp_path, "crash", "0")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, actual = tmp_path / "whole" / "step-00000008", checkpoints / "step-00000008"
+    for name, tensor in weights(expected).items():
+        torch.testing.assert_close(weights(actual)[name], tensor, rtol=0, atol=0)
+    expected_optimizer = safetensors.torch.load_file(expected / "optimizer.safetensors")
+    actual_optimizer = safetensors.torch.load_file(actual / "optimizer.safetensors")
+    assert expected_optimizer.keys() == actual_optimizer.keys()
+    for name, tensor in expected_optimizer.items():
+        torch.testing.assert_close(actual_optimizer[name], tensor, rtol=0, atol=0)
+    log = records(checkpoints / "train.jsonl")
+    assert [r["event"] for r in log if r["event"] in ("start", "resume")] == ["start", "resume"]
+    resume = next(r for r in log if r["event"] == "resume")
+    assert resume["step"] == 2
+    assert {r["world_size"] for r in log if "world_size" in r} == {2}
