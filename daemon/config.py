@@ -18,6 +18,8 @@ is reported at once, one line each, so an operator fixes a file in one round::
     max_context = 24                          # fields kept for a long outage (advection source)
     fallback = "advection_boundary"           # baseline when the engine fails
     forecast_members = "analysis"             # of a forecast bundle: analysis | all
+    grids = { RW = "900x900" }                # expected grid per product (default: the first
+                                              # one processed, kept in the ledger)
     late_radar_wait_s = 0                     # hold a holed field this long for a correction
     horizon_s = 7200                          # corrections older than this are not reprocessed
     watch = "auto"                            # auto | inotify | polling
@@ -62,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from radinfill.config import ConfigError, Document, read
+from radinfill.radolan.grids import parse_size
 
 __all__ = ["ConfigError", "MetricsConfig", "ServiceConfig", "from_document", "load", "parse"]
 
@@ -115,6 +118,7 @@ class ServiceConfig:
     max_context: int = 24
     fallback: str = "advection_boundary"
     forecast_members: str = "analysis"
+    grids: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     late_radar_wait_s: float = 0.0
     horizon_s: float = 7200.0
     watch: str = "auto"
@@ -145,6 +149,7 @@ class ServiceConfig:
             if f.name not in ("metrics", "log_format", "log_level")
         }
         values["output_mode"] = f"{self.output_mode:04o}"
+        values["grids"] = {product: f"{r}x{c}" for product, (r, c) in self.grids.items()}
         return {
             "service": values,
             "metrics": {"address": self.metrics.address, "port": self.metrics.port},
@@ -230,12 +235,15 @@ def _service_values(
             ("output_name", "device", "fallback", "watch", "forecast_members"), check.string
         ),
         "output_mode": check.file_mode,
+        "grids": check.grids,
     }
     values |= {key: read(key) for key, read in readers.items() if key in service}
     defaults = ServiceConfig.__dataclass_fields__
     given = {k: v for k, v in values.items() if v is not None}
     return {
-        k: given.get(k, defaults[k].default) for k in settable if k in given or _has(defaults[k])
+        k: given[k] if k in given else _default(defaults[k])
+        for k in settable
+        if k in given or _has(defaults[k])
     }
 
 
@@ -387,6 +395,23 @@ class _Checker:
             self.problems.append(f"service.{key}: {path} does not exist")
         return str(path)
 
+    def grids(self, key: str) -> dict[str, tuple[int, int]] | None:
+        """A table of product id -> ``"ROWSxCOLS"``."""
+        value = self.table[key]
+        if not isinstance(value, Mapping):
+            self.problems.append(f'service.{key} must be a table such as {{ RW = "900x900" }}')
+            return None
+        grids = {}
+        for product, size in value.items():
+            try:
+                rows, cols = parse_size(size) if isinstance(size, str) else (0, 0)
+            except ValueError:
+                rows, cols = 0, 0
+            if rows < 1 or cols < 1:
+                self.problems.append(f"service.{key}.{product} must be ROWSxCOLS, got {size!r}")
+            grids[str(product)] = (rows, cols)
+        return grids
+
     def strings(self, key: str) -> tuple[str, ...] | None:
         value = self.table[key]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -451,6 +476,10 @@ def _table(document: Mapping[str, Any], name: str, problems: list[str]) -> Mappi
 
 def _has(f: dataclasses.Field) -> bool:
     return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def _resolve(base: Path, value: str) -> Path:

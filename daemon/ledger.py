@@ -91,6 +91,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
     noted_at TEXT NOT NULL,
     PRIMARY KEY (path, sha256)
 );
+CREATE TABLE IF NOT EXISTS grids (
+    product TEXT PRIMARY KEY,
+    rows INTEGER NOT NULL,
+    cols INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS files_noted_at ON files (noted_at);
 CREATE INDEX IF NOT EXISTS quarantine_noted_at ON quarantine (noted_at);
 """
@@ -454,6 +459,33 @@ class Ledger:
                 )
 
         self._retry(upsert)
+
+    def forget_files(self, outcome: str) -> int:
+        """Forget the files noted with ``outcome`` (e.g. ``wrong_grid``), so that the next scan
+        takes them again; returns how many."""
+
+        def delete() -> int:
+            with self._transaction() as db:
+                return db.execute("DELETE FROM files WHERE outcome = ?", (outcome,)).rowcount
+
+        return self._retry(delete)
+
+    def grid(self, product: str) -> tuple[int, int] | None:
+        """The grid (rows, cols) the product's outputs have been on, if any was recorded."""
+        rows = self._query("SELECT rows, cols FROM grids WHERE product = ?", (product,))
+        return (rows[0]["rows"], rows[0]["cols"]) if rows else None
+
+    def remember_grid(self, product: str, shape: tuple[int, int]) -> None:
+        """Record the product's grid, unless one is recorded already (the first one stays)."""
+
+        def insert() -> None:
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT OR IGNORE INTO grids (product, rows, cols) VALUES (?, ?, ?)",
+                    (product, *shape),
+                )
+
+        self._retry(insert)
 
     def known_file(self, path: str, size: int, mtime_ns: int) -> str | None:
         """The outcome noted for ``path`` if its size and mtime still match, else ``None``.

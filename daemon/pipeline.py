@@ -72,6 +72,8 @@ MAX_INPUT_BYTES = 64 * 1024 * 1024
 MAX_AHEAD_S = 3600.0
 #: A DWD file name ``raa01-<product>_<...>``: the product it names.
 _DWD_NAME = re.compile(r"raa01-([a-z0-9]{2})_", re.IGNORECASE)
+#: Quarantine kind of a field off its product's grid (noted so, and taken again at start).
+WRONG_GRID = "wrong_grid"
 #: Seconds between retries of a file that is still shorter than its header says.
 INCOMPLETE_RETRY_S = 1.0
 
@@ -190,7 +192,6 @@ class Pipeline:
     ) -> None:
         self.config, self.ledger, self.window, self.slot = config, ledger, window, slot
         self.writer, self.metrics, self.catalog, self.clock = writer, metrics, catalog, clock
-        self.shapes: dict[str, tuple[int, int]] = {}
         #: Newest field without failure holes per product, with its context frames: the
         #: input of the shadow quality check.
         self.complete: dict[str, tuple[Field, np.ndarray]] = {}
@@ -418,6 +419,7 @@ class Pipeline:
             hole_pixels=job.report.pixels,
         )
         self._note(job, "done")
+        self.ledger.remember_grid(fld.product, fld.values.shape)
         if job.current is not None:
             _remove_superseded(job.current.outputs, job.written)
         self._after_write(job.targets, job.written, fld.time)
@@ -479,14 +481,23 @@ class Pipeline:
             return Result(Outcome.IGNORED, fld.product, fld.time)
         if not usable:
             return "unsupported", f"{fld.product} is not a precipitation amount product"
-        shape = self.shapes.setdefault(fld.product, fld.values.shape)
-        if shape != fld.values.shape:
-            return (
-                "wrong_grid",
-                f"{fld.product} on a {fld.values.shape[0]}x{fld.values.shape[1]} grid, "
-                f"expected {shape[0]}x{shape[1]} like the product's earlier fields",
-            )
-        return None
+        return self._grid_problem(fld)
+
+    def _grid_problem(self, fld: Field) -> tuple[str, str] | None:
+        """``wrong_grid`` for a field off its product's grid: the configured one (``[service]
+        grids``), else the one its outputs have been on (the ledger, across restarts); a
+        product's first field sets it. Such files are taken again at the next start, so a
+        corrected configuration recovers them."""
+        configured = self.config.grids.get(fld.product)
+        shape = configured or self.ledger.grid(fld.product)
+        if shape is None or shape == fld.values.shape:
+            return None
+        where = "configured" if configured else "its outputs so far are on"
+        return (
+            WRONG_GRID,
+            f"{fld.product} on a {fld.values.shape[0]}x{fld.values.shape[1]} grid, "
+            f"{where} {shape[0]}x{shape[1]} (set [service] grids to choose)",
+        )
 
     def _quarantine(self, path: Path, data: bytes | None, kind: str, reason: str) -> Result:
         copy = outputs.quarantine(self.config.quarantine, path, data, reason, kind)
@@ -494,7 +505,8 @@ class Pipeline:
         self.ledger.quarantine(str(path), sha256, f"{kind}: {reason}")
         try:
             stat = os.lstat(path)  # a link is noted as itself, its target never looked at
-            self.ledger.note_file(str(path), stat.st_size, stat.st_mtime_ns, "quarantined")
+            noted = kind if kind == WRONG_GRID else "quarantined"  # wrong_grid: retried at start
+            self.ledger.note_file(str(path), stat.st_size, stat.st_mtime_ns, noted)
         except FileNotFoundError:
             pass
         self.metrics.quarantined_total.labels(kind).inc()

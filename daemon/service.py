@@ -51,7 +51,7 @@ from radinfill.daemon.catalog import Catalog
 from radinfill.daemon.config import ServiceConfig
 from radinfill.daemon.intake import Arrival, WorkQueue, settled
 from radinfill.daemon.ledger import Ledger, LedgerError, is_damage
-from radinfill.daemon.pipeline import NotReadyError, Outcome, Pipeline, Result
+from radinfill.daemon.pipeline import WRONG_GRID, NotReadyError, Outcome, Pipeline, Result
 from radinfill.daemon.sdnotify import Notifier, watchdog_interval
 from radinfill.daemon.telemetry import Metrics, MetricsServer, configure_logging
 from radinfill.daemon.watcher import Watcher, scan
@@ -201,6 +201,8 @@ class Service:
                 f"{err}; restore it from a backup, or move it aside to start a new one (the "
                 "inputs still in incoming are then processed again)"
             ) from None
+        # files off their product's grid are judged again, under the grids configured now
+        self.ledger.forget_files(WRONG_GRID)
         self.notifier.status("loading model")
         self.slot = models.ModelSlot(self._load_model(config.model, startup=True))
         self._export_model(self.slot.current)

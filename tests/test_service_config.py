@@ -224,3 +224,16 @@ def test_check_config_reads_the_file_once_and_lists_the_problems_of_every_sectio
     assert f"{path}: service.window must be an integer >= 1" in err
     assert any(line.startswith(f"{path}: train.variant 'nonsense'") for line in err)
     assert f"{path}: retrain.nproc must be >= 1, got 0" in err
+
+
+def test_grids_are_a_table_of_sizes(tmp_path: Path) -> None:
+    assert _parse(tmp_path, grids={"RW": "900x900"}).grids == {"RW": (900, 900)}
+    assert _parse(tmp_path).grids == {}
+    problems = _problems(tmp_path, {"service": {**REQUIRED, "grids": {"RW": "big", "RY": 9}}})
+    assert problems == [
+        "service.grids.RW must be ROWSxCOLS, got 'big'",
+        "service.grids.RY must be ROWSxCOLS, got 9",
+    ]
+    assert _problems(tmp_path, {"service": {**REQUIRED, "grids": "900x900"}}) == [
+        'service.grids must be a table such as { RW = "900x900" }'
+    ]

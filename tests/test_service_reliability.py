@@ -212,3 +212,37 @@ def test_a_full_disk_publishes_no_partial_set_and_the_product_is_retried_until_w
     assert sample(families, "radinfill_products_total", product="RY", outcome="processed") == 1
     record = check_outputs(outgoing)[step.path.name]
     assert set(record["outputs"]) == {step.path.name, f"{step.path.name}.nc"}
+
+
+# -- a product on another grid ---------------------------------------------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_a_first_field_on_another_grid_costs_only_itself_once_grids_are_configured(
+    stream: StreamManifest, tmp_path: Path
+) -> None:
+    """Without ``[service] grids`` the first field of a product sets its grid (kept in the
+    ledger across restarts), so an odd grid first makes the normal fields ``wrong_grid``.
+    Configuring the grid and restarting takes those files again: nothing is lost."""
+    before = stream.steps[0].time - timedelta(minutes=5)
+    odd = write_stream(tmp_path / "odd", grid=(240, 240), steps=1, start=before, seed=5).steps[0]
+    incoming = _incoming(tmp_path)
+    deliver(odd.path, incoming)
+    normal = stream.steps[:3]
+    config = make_config(tmp_path)
+    with running(config) as service:
+        wait_for(lambda: handled(service) >= 1, SLOW, "the odd field")
+        for step in normal:
+            deliver(step.path, incoming)
+        wait_for(lambda: handled(service) >= 4, SLOW, "the normal fields")
+        assert outcomes(service).get("quarantined") == 3
+    with sqlite3.connect(f"file:{config.ledger_path}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT rows, cols FROM grids").fetchall() == [(240, 240)]
+
+    pinned = make_config(tmp_path, grids={"RY": f"{GRID[0]}x{GRID[1]}"})
+    with running(pinned) as service:
+        wait_for(lambda: handled(service) >= 3, SLOW, "the normal fields again")
+        assert outcomes(service).get("quarantined", 0) == 0
+    published = check_outputs(pinned.outgoing)
+    assert {step.path.name for step in normal} <= set(published)
+    assert odd.path.name in published  # processed before the grid was pinned: kept
