@@ -107,6 +107,10 @@ FAILURE_BACKOFF_S = 60.0
 MAX_FAILURE_BACKOFF_S = 3600.0
 #: Interval of the ledger retention job (s); pruning is cheap, retention is counted in days.
 PRUNE_INTERVAL_S = 3600.0
+#: A reconcile scan later than this many intervals after the previous one follows a pause
+#: (SIGSTOP, a suspended VM, a stalled scheduler): the file events of the pause are still
+#: queued in the kernel, so what it finds is not counted as missed events.
+PAUSE_INTERVALS = 3.0
 #: End-to-end latencies kept in memory (:attr:`Service.latencies`).
 LATENCY_HISTORY = 10_000
 #: Longest wait for the worker to finish the product in hand on shutdown (s).
@@ -147,6 +151,8 @@ class Service:
         #: Inputs whose processing failed: path -> (failures, monotonic time of the next try);
         #: reconcile scans retry them with exponential backoff instead of every scan.
         self._failures: dict[Path, tuple[int, float]] = {}
+        #: Monotonic time of the last reconcile scan (pause detection).
+        self._last_scan: float | None = None
         self.heartbeat = time.monotonic()
         self.processed = 0
         self.shadow_runs = 0
@@ -372,9 +378,15 @@ class Service:
 
         At start-up this is the backlog; later, anything found means events were missed
         (``radinfill_reconcile_found_total``), except a failed file whose backoff has run
-        out: queuing it again is a retry, not a missed event.
+        out (queuing it again is a retry) and what the first scan after a pause finds (see
+        :data:`PAUSE_INTERVALS`).
         """
         assert self.ledger is not None
+        now = time.monotonic()
+        interval = self.config.reconcile_interval_s
+        previous, self._last_scan = self._last_scan, now
+        pause = 0.0 if previous is None else now - previous
+        paused = pause > PAUSE_INTERVALS * interval
         queued = 0
         retries = 0
         present: set[Path] = set()
@@ -395,7 +407,9 @@ class Service:
         for gone in set(self._failures) - present:  # a failed file removed upstream
             self._failures.pop(gone, None)
         missed = queued - retries
-        if missed and not startup:
+        if missed and paused:
+            _log.info("reconcile_after_pause", count=missed, pause_s=round(pause, 1))
+        elif missed and not startup:
             self.metrics.reconcile_found_total.inc(missed)
             _log.warning("reconcile_found_files", count=missed)
         return queued

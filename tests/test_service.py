@@ -1041,3 +1041,47 @@ def test_the_watchdog_is_withheld_when_the_service_stops_making_progress(
         service.stop()
         supervisor.join(10)
         service.shutdown()
+
+
+@pytest.mark.timeout(180)
+def test_files_that_arrive_while_the_process_is_stopped_are_not_missed_events(
+    stream: StreamManifest, tmp_path: Path
+) -> None:
+    """SIGSTOP, files arrive, SIGCONT: their inotify events wait in the kernel and arrive on
+    SIGCONT together with the overdue reconcile scan. Those files are not missed events, so
+    ``radinfill_reconcile_found_total`` (the missed-events alert) stays 0."""
+    config = _serve_config(tmp_path, reconcile_interval_s=0.5)
+    incoming = _incoming(tmp_path)
+    with ServeProcess(config, tmp_path / "serve.log") as serve:
+        port = serve.wait_ready()
+        serve.signal(signal.SIGSTOP)
+        try:
+            for step in stream.steps[:4]:
+                deliver(step.path, incoming)
+            time.sleep(3.0)  # several reconcile intervals pass while it is stopped
+        finally:
+            serve.signal(signal.SIGCONT)
+        wait_for(lambda: len(output_sets(tmp_path / "outgoing")) >= 4, SLOW, "the outputs")
+        time.sleep(1.5)  # and some reconcile scans after it
+        families = scrape(port)
+        assert serve.stop() == 0
+    assert sample(families, "radinfill_reconcile_found_total") == 0
+
+
+def test_the_first_scan_after_a_pause_does_not_count_missed_events(
+    stream: StreamManifest, tmp_path: Path
+) -> None:
+    """The order after SIGCONT is the kernel's: should the overdue scan run before the queued
+    file events, what it finds is still not a missed event. A scan on time does count."""
+    config = make_config(tmp_path, reconcile_interval_s=3600.0)
+    with running(config) as service:
+        assert service.watcher is not None
+        service.watcher.stop()  # no events: only the scans find files
+        incoming = _incoming(tmp_path)
+        deliver(stream.steps[0].path, incoming)
+        service._last_scan = time.monotonic() - 4 * 3600.0  # as after a four-hour pause
+        assert service.reconcile() == 1
+        assert count(service, "radinfill_reconcile_found_total") == 0
+        deliver(stream.steps[1].path, incoming)
+        assert service.reconcile() == 1  # on time: a missed event
+        assert count(service, "radinfill_reconcile_found_total") == 1
