@@ -381,15 +381,15 @@ def _walk(source: Path, patterns: Sequence[str]) -> Iterator[Path]:
 
 
 def _key(path: Path) -> tuple[str, datetime] | None:
-    """(product, nominal time) from the header, else from decoding (HDF5, tar)."""
+    """(product, nominal time) from the header, else from decoding (ODIM_H5, tar bundles)."""
     key = sniff_key(path)
     if key is not None:
         return key
     try:
-        fields = radolan.read(path)
+        field = radolan.analysis(radolan.read(path), str(path))  # a bundle: its analysis
     except (RadolanError, OSError):
         return None
-    return (fields[0].product, fields[0].time) if len(fields) == 1 else None
+    return field.product, field.time
 
 
 def _order(item: Item) -> tuple[Any, ...]:

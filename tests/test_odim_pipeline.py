@@ -11,6 +11,7 @@ import io
 import json
 import shutil
 import tarfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
@@ -111,3 +112,17 @@ def test_forecast_members_all_infills_every_member_with_holes(
         _, qualities = _stored(written[name])
         (quality,) = qualities.values()
         assert np.array_equal(quality.astype(bool), hole[::-1])
+
+
+def test_a_backfill_dates_odim_files_and_bundles(samples: Path, tmp_path: Path) -> None:
+    from radinfill.daemon import backfill
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in (ODIM_RW, ODIM_RV_TAR):
+        shutil.copy(samples / name, archive / Path(name).name)
+    planned = {item.path.name: (item.product, item.time) for item in backfill.plan(archive, ["*"])}
+    assert planned == {  # nominal times from the sample README
+        Path(ODIM_RW).name: ("RW", datetime(2025, 9, 22, 5, 40, tzinfo=UTC)),
+        Path(ODIM_RV_TAR).name: ("RV", datetime(2025, 9, 23, 8, 55, tzinfo=UTC)),
+    }
