@@ -264,7 +264,13 @@ def backfill(
     stop = stop if stop is not None else threading.Event()
     mine = shard(items, world)[rank]
     # the model first: a bad model spec fails before anything is written
-    model = models.load(config.model, device=config.device, fallback=config.fallback, offline=True)
+    model = models.load(
+        config.model,
+        device=config.device,
+        fallback=config.fallback,
+        offline=True,
+        engine=config.engine_options(),
+    )
     state = config.state_dir
     for directory in (config.outgoing, state, config.quarantine):
         directory.mkdir(parents=True, exist_ok=True)

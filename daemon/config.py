@@ -14,6 +14,9 @@ is reported at once, one line each, so an operator fixes a file in one round::
     quarantine = "/var/lib/radinfill/quarantine"
     model = "/var/lib/radinfill/models"       # registry, release, checkpoint or baseline:NAME
     device = "auto"                           # auto | cpu | cuda | cuda:N
+    precision = "fp32"                        # network: fp32 | bf16 | fp16 (half: CUDA only)
+    threads = 0                               # network: CPU threads (0: torch's default)
+    tile = ""                                 # network: "ROWSxCOLS" tiles ("": whole crops)
     window = 6                                # fields of context the model sees
     max_context = 24                          # fields kept for a long outage (advection source)
     fallback = "advection_boundary"           # baseline when the engine fails
@@ -72,6 +75,9 @@ _WATCH_MODES = ("auto", "inotify", "polling")
 #: Members of a forecast bundle (DWD's ``composite_rv_*.tar``) that are infilled: the analysis
 #: (lead 0) only, the forecasts passed on byte for byte; or every member with holes.
 _FORECAST_MEMBERS = ("analysis", "all")
+#: Precisions of the network's forward pass (:data:`radinfill.model.engine.PRECISIONS`, which
+#: imports torch: the configuration is checked without it).
+_PRECISIONS = ("fp32", "bf16", "fp16")
 _LOG_FORMATS = ("auto", "json", "console")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Directories that must neither be one nor hold one another, and what would go wrong.
@@ -114,6 +120,9 @@ class ServiceConfig:
     output_name: str = "{name}"
     output_mode: int = 0o644
     device: str = "auto"
+    precision: str = "fp32"
+    threads: int = 0
+    tile: str = ""
     window: int = 6
     max_context: int = 24
     fallback: str = "advection_boundary"
@@ -135,6 +144,14 @@ class ServiceConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log_format: str = "auto"
     log_level: str = "info"
+
+    def engine_options(self) -> dict[str, Any]:
+        """Keyword options of a network's :class:`~radinfill.model.engine.InfillEngine`."""
+        return {
+            "precision": self.precision,
+            "threads": self.threads or None,
+            "tile": parse_size(self.tile) if self.tile else None,
+        }
 
     @property
     def ledger_path(self) -> Path:
@@ -227,12 +244,14 @@ def _service_values(
     readers = {
         **dict.fromkeys(("patterns", "products", "post_write_hook"), check.strings),
         **dict.fromkeys(("window", "max_context"), check.integer),
+        "threads": lambda key: check.integer(key, minimum=0),
         **dict.fromkeys(
             [k for k in settable if k.endswith("_s")] + ["retention_days"], check.number
         ),
         **dict.fromkeys(("netcdf", "sidecar", "latest_link"), check.boolean),
         **dict.fromkeys(
-            ("output_name", "device", "fallback", "watch", "forecast_members"), check.string
+            ("output_name", "device", "fallback", "watch", "forecast_members", "precision", "tile"),
+            check.string,
         ),
         "output_mode": check.file_mode,
         "grids": check.grids,
@@ -255,6 +274,13 @@ def _check_semantics(values: Mapping[str, Any], problems: list[str]) -> None:
         problems.append("service.max_context must be >= service.window")
     if values.get("watch", "auto") not in _WATCH_MODES:
         problems.append(f"service.watch must be one of {', '.join(_WATCH_MODES)}")
+    if values.get("precision", "fp32") not in _PRECISIONS:
+        problems.append(f"service.precision must be one of {', '.join(_PRECISIONS)}")
+    if values.get("tile"):
+        try:
+            parse_size(values["tile"])
+        except ValueError:
+            problems.append(f"service.tile must be ROWSxCOLS or empty, got {values['tile']!r}")
     if values.get("forecast_members", "analysis") not in _FORECAST_MEMBERS:
         problems.append(f"service.forecast_members must be one of {', '.join(_FORECAST_MEMBERS)}")
     if values.get("fallback", "advection_boundary") not in baselines.list_methods():

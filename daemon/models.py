@@ -14,7 +14,7 @@ a release that fails any check leaves the running model in place.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,11 +81,13 @@ def load(
     device: str = "auto",
     fallback: str = "advection_boundary",
     offline: bool = False,
+    engine: Mapping[str, Any] | None = None,
 ) -> LoadedModel:
     """Load, verify, check on the golden input and warm up the model named by ``spec``.
 
     ``offline`` admits baselines that read the frames after the field (archive backfills);
-    the live service refuses them.
+    the live service refuses them. ``engine`` holds a network's engine options (precision,
+    threads, tile: :meth:`~radinfill.daemon.config.ServiceConfig.engine_options`).
 
     Raises
     ------
@@ -109,7 +111,7 @@ def load(
         registry.verify(path)  # permissions of every file, then their checksums
     else:
         registry.check_permissions(path, (WEIGHTS, METADATA))
-    engine = InfillEngine.from_checkpoint(path, device, fallback=fallback)
+    engine = InfillEngine.from_checkpoint(path, device, fallback=fallback, **(engine or {}))
     if (path / registry.GOLDEN).exists():
         registry.golden_check(engine, path)
     _warm_up(engine)

@@ -333,7 +333,12 @@ class Service:
         """Load the configured model; at start-up a model that fails falls back to the
         configured baseline (the service must produce outputs), counted and logged."""
         try:
-            model = models.load(spec, device=self.config.device, fallback=self.config.fallback)
+            model = models.load(
+                spec,
+                device=self.config.device,
+                fallback=self.config.fallback,
+                engine=self.config.engine_options(),
+            )
         except Exception as err:
             self.metrics.model_reloads_total.labels("failed").inc()
             if not startup:

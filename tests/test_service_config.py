@@ -237,3 +237,29 @@ def test_grids_are_a_table_of_sizes(tmp_path: Path) -> None:
     assert _problems(tmp_path, {"service": {**REQUIRED, "grids": "900x900"}}) == [
         'service.grids must be a table such as { RW = "900x900" }'
     ]
+
+
+def test_engine_options_are_configurable_and_checked(tmp_path: Path) -> None:
+    settings = _parse(tmp_path, precision="bf16", threads=2, tile="256x256")
+    assert settings.engine_options() == {"precision": "bf16", "threads": 2, "tile": (256, 256)}
+    assert _parse(tmp_path).engine_options() == {"precision": "fp32", "threads": None, "tile": None}
+    problems = _problems(
+        tmp_path, {"service": {**REQUIRED, "precision": "fp8", "threads": -1, "tile": "big"}}
+    )
+    assert problems == [
+        "service.threads must be an integer >= 0",
+        "service.precision must be one of fp32, bf16, fp16",
+        "service.tile must be ROWSxCOLS or empty, got 'big'",
+    ]
+
+
+def test_engine_options_reach_the_loaded_network(tmp_path: Path) -> None:
+    from radinfill.daemon import models
+    from radinfill.model import save_checkpoint
+    from tests.test_checkpoint import tiny_model
+
+    meta = {"product": "RY", "interval_minutes": 5}
+    checkpoint = save_checkpoint(tiny_model(), tmp_path / "ckpt", meta)
+    settings = _parse(tmp_path, model=str(checkpoint), precision="bf16", tile="64x64")
+    loaded = models.load(settings.model, device="cpu", engine=settings.engine_options())
+    assert (loaded.engine.precision, loaded.engine.tile) == ("bf16", (64, 64))
