@@ -78,6 +78,8 @@ _FORECAST_MEMBERS = ("analysis", "all")
 #: Precisions of the network's forward pass (:data:`radinfill.model.engine.PRECISIONS`, which
 #: imports torch: the configuration is checked without it).
 _PRECISIONS = ("fp32", "bf16", "fp16")
+#: Pixels by which the engine's tiles overlap (its default); a tile must exceed twice that.
+_TILE_OVERLAP = 64
 _LOG_FORMATS = ("auto", "json", "console")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Directories that must neither be one nor hold one another, and what would go wrong.
@@ -278,9 +280,12 @@ def _check_semantics(values: Mapping[str, Any], problems: list[str]) -> None:
         problems.append(f"service.precision must be one of {', '.join(_PRECISIONS)}")
     if values.get("tile"):
         try:
-            parse_size(values["tile"])
+            small = min(parse_size(values["tile"])) <= 2 * _TILE_OVERLAP
         except ValueError:
             problems.append(f"service.tile must be ROWSxCOLS or empty, got {values['tile']!r}")
+        else:
+            if small:
+                problems.append(f"service.tile must exceed {2 * _TILE_OVERLAP} px both ways")
     if values.get("forecast_members", "analysis") not in _FORECAST_MEMBERS:
         problems.append(f"service.forecast_members must be one of {', '.join(_FORECAST_MEMBERS)}")
     if values.get("fallback", "advection_boundary") not in baselines.list_methods():

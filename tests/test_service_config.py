@@ -243,6 +243,9 @@ def test_engine_options_are_configurable_and_checked(tmp_path: Path) -> None:
     settings = _parse(tmp_path, precision="bf16", threads=2, tile="256x256")
     assert settings.engine_options() == {"precision": "bf16", "threads": 2, "tile": (256, 256)}
     assert _parse(tmp_path).engine_options() == {"precision": "fp32", "threads": None, "tile": None}
+    assert _problems(tmp_path, {"service": {**REQUIRED, "tile": "128x512"}}) == [
+        "service.tile must exceed 128 px both ways"
+    ]
     problems = _problems(
         tmp_path, {"service": {**REQUIRED, "precision": "fp8", "threads": -1, "tile": "big"}}
     )
@@ -260,6 +263,6 @@ def test_engine_options_reach_the_loaded_network(tmp_path: Path) -> None:
 
     meta = {"product": "RY", "interval_minutes": 5}
     checkpoint = save_checkpoint(tiny_model(), tmp_path / "ckpt", meta)
-    settings = _parse(tmp_path, model=str(checkpoint), precision="bf16", tile="64x64")
+    settings = _parse(tmp_path, model=str(checkpoint), precision="bf16", tile="256x256")
     loaded = models.load(settings.model, device="cpu", engine=settings.engine_options())
-    assert (loaded.engine.precision, loaded.engine.tile) == ("bf16", (64, 64))
+    assert (loaded.engine.precision, loaded.engine.tile) == ("bf16", (256, 256))
