@@ -66,8 +66,8 @@ def floor(files: list[Path], out: Path) -> list[float]:
 
 def config(root: Path, model: str):
     """The demo's service configuration on a fresh tree under ``root``."""
-    from radinfill.daemon.config import parse
     from radinfill.daemon.demo import service_document
+    from radinfill.daemon.service_config import parse
 
     return parse(service_document(model), base=root)
 

@@ -50,13 +50,13 @@ from typing import Any, TextIO
 import structlog
 
 from radinfill import atomic, radolan
-from radinfill.daemon import models, outputs
+from radinfill.daemon import live_model, outputs
 from radinfill.daemon.catalog import Catalog
-from radinfill.daemon.config import ServiceConfig
 from radinfill.daemon.intake import Arrival, sniff_key
 from radinfill.daemon.ledger import Ledger
-from radinfill.daemon.models import ModelSlot
+from radinfill.daemon.live_model import ModelSlot
 from radinfill.daemon.pipeline import Outcome, Pipeline
+from radinfill.daemon.service_config import ServiceConfig
 from radinfill.daemon.telemetry import Metrics, configure_logging
 from radinfill.daemon.watcher import matches
 from radinfill.names import printable
@@ -264,7 +264,7 @@ def backfill(
     stop = stop if stop is not None else threading.Event()
     mine = shard(items, world)[rank]
     # the model first: a bad model spec fails before anything is written
-    model = models.load(
+    model = live_model.load(
         config.model,
         device=config.device,
         fallback=config.fallback,

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from radinfill import radolan, stream
-from radinfill.daemon.config import parse
 from radinfill.daemon.service import Service
+from radinfill.daemon.service_config import parse
 from radinfill.daemon.telemetry import configure_logging
 from radinfill.defaults import DEFAULT_MODEL, sample_data_dir
 

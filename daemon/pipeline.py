@@ -50,11 +50,11 @@ import structlog
 from radinfill import code_version, holes, radolan
 from radinfill.daemon import outputs
 from radinfill.daemon.catalog import Catalog
-from radinfill.daemon.config import ServiceConfig
 from radinfill.daemon.faults import Faults
 from radinfill.daemon.intake import Arrival, NotRegularFileError, open_input
 from radinfill.daemon.ledger import Entry, Ledger, Verdict
-from radinfill.daemon.models import ModelSlot
+from radinfill.daemon.live_model import ModelSlot
+from radinfill.daemon.service_config import ServiceConfig
 from radinfill.daemon.telemetry import Metrics
 from radinfill.daemon.window import Context, Locate, Window
 from radinfill.model import features

@@ -46,13 +46,13 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from radinfill import code_version, permissions
-from radinfill.daemon import models, outputs, shadow
+from radinfill.daemon import live_model, outputs, shadow
 from radinfill.daemon.catalog import Catalog
-from radinfill.daemon.config import ServiceConfig
 from radinfill.daemon.intake import Arrival, WorkQueue, settled
 from radinfill.daemon.ledger import Ledger, LedgerError, is_damage
 from radinfill.daemon.pipeline import WRONG_GRID, NotReadyError, Outcome, Pipeline, Result
 from radinfill.daemon.sdnotify import Notifier, watchdog_interval
+from radinfill.daemon.service_config import ServiceConfig
 from radinfill.daemon.telemetry import Metrics, MetricsServer, configure_logging
 from radinfill.daemon.watcher import Watcher, scan
 from radinfill.model import baselines
@@ -161,7 +161,7 @@ class Service:
         self.last_output: dict[str, datetime] = {}
         self.server: MetricsServer | None = None
         self.ledger: Ledger | None = None
-        self.slot: models.ModelSlot | None = None
+        self.slot: live_model.ModelSlot | None = None
         self.pipeline: Pipeline | None = None
         self.watcher: Watcher | None = None
         self.scheduler: BackgroundScheduler | None = None
@@ -210,7 +210,7 @@ class Service:
         # files off their product's grid are judged again, under the grids configured now
         self.ledger.forget_files(WRONG_GRID)
         self.notifier.status("loading model")
-        self.slot = models.ModelSlot(self._load_model(config.model, startup=True))
+        self.slot = live_model.ModelSlot(self._load_model(config.model, startup=True))
         self._export_model(self.slot.current)
         self.pipeline = Pipeline.assemble(
             config,
@@ -329,11 +329,11 @@ class Service:
 
     # -- model -------------------------------------------------------------------------------
 
-    def _load_model(self, spec: str, *, startup: bool) -> models.LoadedModel:
+    def _load_model(self, spec: str, *, startup: bool) -> live_model.LoadedModel:
         """Load the configured model; at start-up a model that fails falls back to the
         configured baseline (the service must produce outputs), counted and logged."""
         try:
-            model = models.load(
+            model = live_model.load(
                 spec,
                 device=self.config.device,
                 fallback=self.config.fallback,
@@ -344,7 +344,7 @@ class Service:
             if not startup:
                 raise
             _log.error("model_load_failed", model=spec, error=str(err), using=self.config.fallback)
-            return models.load(baselines.method_spec(self.config.fallback))
+            return live_model.load(baselines.method_spec(self.config.fallback))
         self.metrics.model_reloads_total.labels("ok").inc()
         return model
 
@@ -365,7 +365,7 @@ class Service:
         self.notifier.ready(self._status())
         return True
 
-    def _export_model(self, model: models.LoadedModel) -> None:
+    def _export_model(self, model: live_model.LoadedModel) -> None:
         self.metrics.model_info.info(
             {
                 "release": model.release,

@@ -21,7 +21,7 @@ from radinfill.radolan import RadolanError
 
 if TYPE_CHECKING:
     from radinfill.daemon.backfill import Item, Summary
-    from radinfill.daemon.config import ServiceConfig
+    from radinfill.daemon.service_config import ServiceConfig
 
 EXIT_ERROR = 1
 #: Exit status of ``radinfill promote`` when the gate rejects the candidate.
@@ -155,9 +155,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     from radinfill import config
-    from radinfill.daemon import config as service_config
-    from radinfill.train import config as train_config
-    from radinfill.train import retrain, schedule
+    from radinfill.daemon import service_config
+    from radinfill.train import retrain, schedule, train_config
 
     parsers = {
         "service": service_config.from_document,
@@ -188,7 +187,7 @@ def _check_config(args: argparse.Namespace) -> int:
 def _service_config(path: str) -> ServiceConfig | None:
     """The validated service configuration, or None after printing every problem."""
     from radinfill import config
-    from radinfill.daemon import config as service_config
+    from radinfill.daemon import service_config
 
     try:
         return service_config.load(path)
@@ -238,7 +237,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from radinfill.train import config, job, supervise
+    from radinfill.train import job, supervise, train_config
 
     overrides = list(args.set or [])
     if args.checkpoint_dir is not None:  # relative to the working directory, not to the file
@@ -247,7 +246,7 @@ def _train(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             overrides.append(f"{key}={_toml_literal(value)}")
-    settings = config.load(args.config, overrides)  # a bad file fails here, not N times
+    settings = train_config.load(args.config, overrides)  # a bad file fails here, not N times
     if args.max_restarts:
         if supervise.under_launcher():
             raise ValueError(
@@ -379,7 +378,7 @@ def _utc_time(text: str | None, option: str) -> datetime | None:
 
 
 def _toml_literal(value: object) -> str:
-    """``value`` as a TOML literal for :func:`radinfill.train.config.override`."""
+    """``value`` as a TOML literal for :func:`radinfill.train.train_config.override`."""
     return str(value) if isinstance(value, int) else json.dumps(str(value))
 
 

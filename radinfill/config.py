@@ -1,12 +1,12 @@
 """The one TOML configuration file: read once, every section checked, every problem reported.
 
 One file configures the service (``[service]``, ``[metrics]``, ``[logging]``, read by
-:mod:`radinfill.daemon.config`), training (``[train]``, :mod:`radinfill.train.config`) and
-scheduled retraining (``[retrain]``, :mod:`radinfill.train.retrain`). Each part parses its own
-sections from the one :class:`Document`; :func:`check` runs every part's parser on it and
-raises one :class:`ConfigError` listing every problem of every section, one line each, so an
-operator fixes a file in one round. Relative paths are relative to the file
-(:attr:`Document.base`).
+:mod:`radinfill.daemon.service_config`), training (``[train]``,
+:mod:`radinfill.train.train_config`) and scheduled retraining (``[retrain]``,
+:mod:`radinfill.train.retrain`). Each part parses its own sections from the one
+:class:`Document`; :func:`check` runs every part's parser on it and raises one
+:class:`ConfigError` listing every problem of every section, one line each, so an operator
+fixes a file in one round. Relative paths are relative to the file (:attr:`Document.base`).
 """
 
 from __future__ import annotations

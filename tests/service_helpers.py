@@ -23,7 +23,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from radinfill import radolan
-from radinfill.daemon import config as service_config
+from radinfill.daemon import service_config
 from radinfill.daemon.sdnotify import Notifier
 from radinfill.daemon.service import Service
 from radinfill.daemon.telemetry import Metrics

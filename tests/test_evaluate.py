@@ -19,7 +19,7 @@ from radinfill.model import build, save_checkpoint
 from radinfill.radolan import grid_for
 from radinfill.radolan.sites import SITES
 from radinfill.train import data, evaluate
-from radinfill.train.config import DataConfig
+from radinfill.train.train_config import DataConfig
 
 GRID = grid_for(160, 160)
 

@@ -37,8 +37,7 @@ from structlog.testing import capture_logs
 
 from radinfill import permissions, radolan
 from radinfill.cli import main
-from radinfill.daemon import config as service_config
-from radinfill.daemon import models, outputs
+from radinfill.daemon import live_model, outputs, service_config
 from radinfill.daemon.intake import NotRegularFileError, open_input
 from radinfill.model import registry, save_checkpoint
 from radinfill.model.checkpoint import CheckpointError
@@ -140,7 +139,7 @@ def test_release_writable_by_others_is_refused(
     with pytest.raises(RegistryError, match=message):
         registry.verify(copy)
     with pytest.raises(RegistryError, match=message):
-        models.load(str(copy), device="cpu")
+        live_model.load(str(copy), device="cpu")
 
 
 def test_registry_and_current_release_writable_by_others_are_refused(
@@ -157,9 +156,9 @@ def test_registry_and_current_release_writable_by_others_are_refused(
         with pytest.raises(RegistryError, match=rf"{re.escape(str(directory))}: refused"):
             registry.resolve(root)
         with pytest.raises(RegistryError, match="writable by others"):
-            models.load(str(root), device="cpu")
+            live_model.load(str(root), device="cpu")
         directory.chmod(before)
-    assert models.load(str(root), device="cpu").release == str(target)
+    assert live_model.load(str(root), device="cpu").release == str(target)
 
 
 def test_a_link_among_the_release_files_is_refused(release: Path, tmp_path: Path) -> None:
@@ -234,7 +233,7 @@ def test_promote_makes_a_registry_the_service_accepts_under_any_umask(tmp_path: 
     assert stat.S_IMODE((root / registry.RELEASES).stat().st_mode) == 0o755
     assert stat.S_IMODE(release.stat().st_mode) == 0o555
     assert {stat.S_IMODE(p.stat().st_mode) for p in release.iterdir()} == {0o444}
-    assert models.load(str(root), device="cpu").release == str(release)
+    assert live_model.load(str(root), device="cpu").release == str(release)
 
 
 def test_service_with_an_untrusted_model_falls_back_to_the_baseline(
@@ -318,7 +317,7 @@ def test_pickles_in_a_release_are_refused_without_unpickling(
     _rewrite_checksums(copy)
     registry.verify(copy)  # the release is consistent: only the loaders stand in the way
     with pytest.raises(error, match=re.escape(f"{copy}/") + message):
-        models.load(str(copy), device="cpu")
+        live_model.load(str(copy), device="cpu")
     assert not marker.exists()
 
 
@@ -336,7 +335,7 @@ def test_tampered_weights_are_refused_before_the_engine_is_built(
 
     monkeypatch.setattr(InfillEngine, "from_checkpoint", lambda *a, **k: built.append(a))
     with pytest.raises(RegistryError, match=r"weights\.safetensors: sha256 .* differs from"):
-        models.load(str(copy), device="cpu")
+        live_model.load(str(copy), device="cpu")
     assert built == []
 
 

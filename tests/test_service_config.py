@@ -9,7 +9,7 @@ import pytest
 
 from radinfill import cli
 from radinfill import config as config_module
-from radinfill.daemon.config import ConfigError, ServiceConfig, load, parse
+from radinfill.daemon.service_config import ConfigError, ServiceConfig, load, parse
 from tests.service_helpers import write_toml
 
 REQUIRED = {
@@ -257,12 +257,12 @@ def test_engine_options_are_configurable_and_checked(tmp_path: Path) -> None:
 
 
 def test_engine_options_reach_the_loaded_network(tmp_path: Path) -> None:
-    from radinfill.daemon import models
+    from radinfill.daemon import live_model
     from radinfill.model import save_checkpoint
     from tests.test_checkpoint import tiny_model
 
     meta = {"product": "RY", "interval_minutes": 5}
     checkpoint = save_checkpoint(tiny_model(), tmp_path / "ckpt", meta)
     settings = _parse(tmp_path, model=str(checkpoint), precision="bf16", tile="256x256")
-    loaded = models.load(settings.model, device="cpu", engine=settings.engine_options())
+    loaded = live_model.load(settings.model, device="cpu", engine=settings.engine_options())
     assert (loaded.engine.precision, loaded.engine.tile) == ("bf16", (256, 256))

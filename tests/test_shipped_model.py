@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from radinfill import defaults
-from radinfill.daemon import models
+from radinfill.daemon import live_model
 from radinfill.model import baselines, registry
 from radinfill.train import evaluate
 
@@ -26,8 +26,8 @@ PRIOR_BOUND = 1.03
 
 
 @pytest.fixture(scope="module")
-def shipped() -> models.LoadedModel:
-    return models.load(str(ASSET), device="cpu")  # checksums, golden check, warm-up
+def shipped() -> live_model.LoadedModel:
+    return live_model.load(str(ASSET), device="cpu")  # checksums, golden check, warm-up
 
 
 def test_the_default_is_the_strongest_classical_method_and_the_release_says_why() -> None:
@@ -40,7 +40,7 @@ def test_the_default_is_the_strongest_classical_method_and_the_release_says_why(
 
 
 def test_shipped_release_verifies_and_passes_its_golden_check(
-    shipped: models.LoadedModel,
+    shipped: live_model.LoadedModel,
 ) -> None:
     sums = registry.verify(ASSET)
     assert {"weights.safetensors", "metadata.json", "golden.npz", "decision.json"} <= set(sums)
@@ -51,7 +51,9 @@ def test_shipped_release_verifies_and_passes_its_golden_check(
     assert meta["scores"]["val_rmse_ratio"] < 1.0  # chosen on validation against its prior
 
 
-def test_shipped_model_on_a_held_out_real_event(shipped: models.LoadedModel, samples: Path) -> None:
+def test_shipped_model_on_a_held_out_real_event(
+    shipped: live_model.LoadedModel, samples: Path
+) -> None:
     """YW 2017-08-16 (never trained on): against the truth, near its prior, never above the
     evidence."""
     case = evaluate.load_case(str(samples / evaluate.HELD_OUT_SEQUENCE))
@@ -74,5 +76,5 @@ def test_shipped_model_on_a_held_out_real_event(shipped: models.LoadedModel, sam
     assert np.array_equal(output[steps][valid], case.truth[steps][valid], equal_nan=True)
 
 
-def test_shipped_model_invents_no_rain(shipped: models.LoadedModel) -> None:
+def test_shipped_model_invents_no_rain(shipped: live_model.LoadedModel) -> None:
     assert evaluate.safety_check(shipped.method) == {}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from radinfill.train import config
-from radinfill.train.config import DataConfig, PushConfig
+from radinfill.train import train_config as config
+from radinfill.train.train_config import DataConfig, PushConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from radinfill.model import build, save_checkpoint
 from radinfill.train import curves, run_metrics, runlog
-from radinfill.train.config import PushConfig
+from radinfill.train.train_config import PushConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from radinfill.train import data
-from radinfill.train.config import DataConfig, PushConfig, TrainSettings
+from radinfill.train.train_config import DataConfig, PushConfig, TrainSettings
 
 if TYPE_CHECKING:
     import torch

@@ -58,8 +58,7 @@ from typing import Any, TextIO
 
 from radinfill.config import ConfigError, Document, check, read
 from radinfill.model import baselines
-from radinfill.train import config as train_config
-from radinfill.train import supervise
+from radinfill.train import supervise, train_config
 
 __all__ = [
     "EXIT_FAILED",

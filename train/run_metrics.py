@@ -1,7 +1,8 @@
 """Prometheus metrics of a training run, reported by rank 0 at every snapshot.
 
 A training run is a batch job, not a server to scrape, so its metrics go out in the two ways
-Prometheus offers batch jobs (``[train.metrics]``, :class:`~radinfill.train.config.PushConfig`):
+Prometheus offers batch jobs (``[train.metrics]``,
+:class:`~radinfill.train.train_config.PushConfig`):
 
 * a ``.prom`` file for node_exporter's textfile collector, on a host that runs node_exporter
   (written atomically by :func:`prometheus_client.write_to_textfile`);
@@ -51,8 +52,8 @@ from tenacity import (
 
 from radinfill.model.checkpoint import read_metadata
 from radinfill.train import runlog
-from radinfill.train.config import PushConfig
 from radinfill.train.loop import STATE
+from radinfill.train.train_config import PushConfig
 
 __all__ = ["JOB", "RunMetrics", "registry", "report", "summarize"]
 

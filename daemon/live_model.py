@@ -87,7 +87,7 @@ def load(
 
     ``offline`` admits baselines that read the frames after the field (archive backfills);
     the live service refuses them. ``engine`` holds a network's engine options (precision,
-    threads, tile: :meth:`~radinfill.daemon.config.ServiceConfig.engine_options`).
+    threads, tile: :meth:`~radinfill.daemon.service_config.ServiceConfig.engine_options`).
 
     Raises
     ------
