@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from radinfill import cuts, scores
+from radinfill.model import cases
 from radinfill.radolan import Grid
 
 __all__ = ["OUTAGE_STEPS", "check", "cut_outage"]
@@ -46,9 +47,11 @@ def check(
     frames: np.ndarray,
     grid: Grid,
     interval_minutes: int,
-    method: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    method: Callable[..., np.ndarray],
 ) -> dict[str, float]:
-    """Score ``method`` on an outage cut into the complete last frame of ``frames``.
+    """Score ``method`` on an outage cut into the complete last frames of ``frames``, infilled
+    at each of its steps as live (:func:`radinfill.model.cases.infill_sequence`, the way
+    ``radinfill evaluate`` scores).
 
     Parameters
     ----------
@@ -65,12 +68,14 @@ def check(
     Returns
     -------
     dict
-        ``rmse`` (mm/h), ``csi_1`` and ``hole_pixels`` of the synthetic outage.
+        ``rmse`` (mm/h) and ``csi_1`` over the outage's steps, ``hole_pixels`` of its disc.
     """
     outage = cut_outage(frames, grid)
-    hole = outage[-1]
-    filled = method(cuts.cut(frames, outage), hole)
+    case = cases.Case("shadow", frames, outage, grid, interval_minutes)
+    filled = cases.infill_sequence(method, case, window=len(frames))
+    steps = case.steps
     to_rate = 60.0 / interval_minutes
-    result = scores.evaluate(frames[-1] * to_rate, filled * to_rate, hole, (CSI_THRESHOLD,))
+    truth, output = frames[steps] * to_rate, filled[steps] * to_rate
+    result = scores.evaluate(truth, output, outage[steps], (CSI_THRESHOLD,))
     key = f"csi_{scores.threshold_key(CSI_THRESHOLD)}"
-    return {"rmse": result["rmse"], key: result[key], "hole_pixels": float(hole.sum())}
+    return {"rmse": result["rmse"], key: result[key], "hole_pixels": float(outage[-1].sum())}

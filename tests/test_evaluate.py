@@ -15,7 +15,7 @@ from PIL import Image
 
 from radinfill import code_version, cuts, holes
 from radinfill.cli import main
-from radinfill.model import build, save_checkpoint
+from radinfill.model import build, features, save_checkpoint
 from radinfill.radolan import grid_for
 from radinfill.radolan.sites import SITES
 from radinfill.train import data, evaluate
@@ -47,7 +47,7 @@ def test_methods_see_only_the_past_with_the_outage_cut() -> None:
     began = case.steps[0]
     for t, (frames, hole, future) in zip(case.steps, seen, strict=True):
         # the window, extended back to the complete frames before the outage began
-        assert len(frames) == max(4, t - (began - evaluate.PRE_OUTAGE_FRAMES) + 1)
+        assert len(frames) == max(4, t - (began - features.PRE_OUTAGE_FRAMES) + 1)
         np.testing.assert_array_equal(hole, case.hole[t])
         # every frame passed hides the outage wherever it was active at that step
         for offset, frame in enumerate(frames):

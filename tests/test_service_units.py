@@ -519,11 +519,11 @@ def test_shadow_check_scores_the_method_on_the_removed_values() -> None:
     frames = _rain_frames(grid.shape, (100, 100), steps=5)
     seen: list[np.ndarray] = []
 
-    def oracle(given: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    def oracle(given: np.ndarray, hole: np.ndarray, future: object = None) -> np.ndarray:
         seen.append(given.copy())
-        return frames[-1].copy()
+        return frames[-1].copy()  # the rain stands still: every step's truth
 
-    def dry(given: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    def dry(given: np.ndarray, hole: np.ndarray, future: object = None) -> np.ndarray:
         return np.where(hole, 0.0, frames[-1]).astype(np.float32)
 
     perfect = shadow.check(frames, grid, 5, oracle)
@@ -531,7 +531,8 @@ def test_shadow_check_scores_the_method_on_the_removed_values() -> None:
     assert perfect["csi_1"] == 1.0
     hole = shadow.cut_outage(frames, grid)[-1]
     assert perfect["hole_pixels"] == hole.sum() > 0
-    (given,) = seen
+    assert len(seen) == shadow.OUTAGE_STEPS  # infilled at each step of the outage, as live
+    given = seen[-1]
     assert np.isnan(given[-shadow.OUTAGE_STEPS :][:, hole]).all()  # the outage, 3 steps long
     assert np.isfinite(given[: -shadow.OUTAGE_STEPS]).all()  # earlier frames untouched
     assert np.isfinite(frames).all()  # the caller's frames are not modified

@@ -41,6 +41,7 @@ from scipy import ndimage
 
 from radinfill import atomic, code_version, cuts, report, scores, synth
 from radinfill.model import envelope, features
+from radinfill.model.cases import Case, infill_sequence
 from radinfill.model.features import DEFAULT_WINDOW
 from radinfill.radolan import Grid, grid_for, read
 from radinfill.radolan.grids import parse_size
@@ -54,9 +55,6 @@ Method = Callable[..., np.ndarray]
 #: Frames of context a method gets, and frames after the current one offline methods may use.
 WINDOW = DEFAULT_WINDOW
 FUTURE_STEPS = features.FUTURE_FRAMES
-#: Complete frames before an outage that stay in a method's history while the outage lasts
-#: (the service's rule, shared through :func:`radinfill.model.features.context_length`).
-PRE_OUTAGE_FRAMES = features.PRE_OUTAGE_FRAMES
 #: Seed of the held-out synthetic cases. Training draws its synthetic sequences with seeds
 #: ``0 .. synthetic_seeds - 1`` (a handful), so these sequences were never trained on.
 HELD_OUT_SEED = 1000
@@ -69,36 +67,6 @@ HELD_OUT_SEQUENCE = Path("radolan_to_netcdf") / "radolan_yw"
 HELD_OUT_RATES = Path("..") / "fmi" / "fmi-20170509.npz"
 RATE_OUTAGE_RADIUS = 55
 RATE_OUTAGE_STEPS = 5
-
-
-@dataclass(frozen=True)
-class Case:
-    """A sequence with known truth and an outage to infill.
-
-    Attributes
-    ----------
-    name
-        Label used in tables (e.g. ``synthetic mixed seed 0``).
-    truth
-        float32 (T, rows, cols), mm per interval, NaN where there is no data.
-    hole
-        bool (T, rows, cols): the outage at each step (empty outside the outage).
-    grid
-        Grid of the fields.
-    interval_minutes
-        Product interval; scores convert to mm/h with it.
-    """
-
-    name: str
-    truth: np.ndarray
-    hole: np.ndarray
-    grid: Grid
-    interval_minutes: int
-
-    @property
-    def steps(self) -> np.ndarray:
-        """Indices of the steps at which the outage is active."""
-        return np.flatnonzero(self.hole.any(axis=(1, 2)))
 
 
 def synthetic_case(
@@ -201,33 +169,6 @@ def rate_case(
     grid = Grid(f"{path.stem} {rows}x{cols}", rows, cols, 1000.0, 0.0, 0.0)
     hole = cuts.outage_mask(truth.shape, disc, start, duration)
     return Case(path.stem, truth, hole, grid, interval)
-
-
-def infill_sequence(
-    method: Method,
-    case: Case,
-    *,
-    window: int = WINDOW,
-    future_steps: int = FUTURE_STEPS,
-) -> np.ndarray:
-    """Run ``method`` at every outage step as it would run live; returns the infilled sequence.
-
-    Steps without an outage are returned as the truth. ``observed`` is the truth with every
-    step's outage set to NaN. The input at step ``t`` is the last ``window`` observed frames,
-    extended back to :data:`PRE_OUTAGE_FRAMES` frames before the running outage began: the
-    service keeps those for an ongoing outage, since after ``window`` steps a fixed window would
-    hold nothing to advect into the hole. ``future`` is ``observed[t + 1 : t + 1 +
-    future_steps]`` (None at the end of the sequence).
-    """
-    observed = cuts.cut(case.truth, case.hole).astype(np.float32, copy=False)
-    active = case.hole.any(axis=(1, 2))
-    output = case.truth.copy()
-    for t in case.steps:
-        length = features.context_length(active[: t + 1], window, PRE_OUTAGE_FRAMES)
-        frames = observed[t + 1 - length : t + 1]
-        future = observed[t + 1 : t + 1 + future_steps]
-        output[t] = method(frames, case.hole[t], future=future if len(future) else None)
-    return output
 
 
 def score_case(
