@@ -54,7 +54,7 @@ from radinfill.daemon.faults import Faults
 from radinfill.daemon.intake import Arrival, NotRegularFileError, open_input
 from radinfill.daemon.ledger import Entry, Ledger, Verdict
 from radinfill.daemon.live_model import ModelSlot
-from radinfill.daemon.service_config import ServiceConfig
+from radinfill.daemon.service_config import PipelineSettings, ServiceConfig
 from radinfill.daemon.telemetry import Metrics
 from radinfill.daemon.window import Context, Locate, Window
 from radinfill.model import features
@@ -168,7 +168,8 @@ class Pipeline:
     Parameters
     ----------
     config
-        The service configuration.
+        The pipeline's section of the service configuration
+        (:meth:`~radinfill.daemon.service_config.ServiceConfig.pipeline`).
     ledger, window, slot, writer, metrics
         The service's state and collaborators.
     catalog
@@ -180,7 +181,7 @@ class Pipeline:
 
     def __init__(
         self,
-        config: ServiceConfig,
+        config: PipelineSettings,
         *,
         ledger: Ledger,
         window: Window,
@@ -224,7 +225,7 @@ class Pipeline:
             faults=Faults.from_env(),
         )
         return cls(
-            config,
+            config.pipeline(),
             ledger=ledger,
             window=window,
             slot=slot,

@@ -69,7 +69,15 @@ from typing import Any
 from radinfill.config import ConfigError, Document, read
 from radinfill.radolan.grids import parse_size
 
-__all__ = ["ConfigError", "MetricsConfig", "ServiceConfig", "from_document", "load", "parse"]
+__all__ = [
+    "ConfigError",
+    "MetricsConfig",
+    "PipelineSettings",
+    "ServiceConfig",
+    "from_document",
+    "load",
+    "parse",
+]
 
 _WATCH_MODES = ("auto", "inotify", "polling")
 #: Members of a forecast bundle (DWD's ``composite_rv_*.tar``) that are infilled: the analysis
@@ -106,6 +114,23 @@ class MetricsConfig:
 
     address: str = "127.0.0.1"
     port: int = 9108
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """The part of ``[service]`` the per-file pipeline reads (:meth:`ServiceConfig.pipeline`);
+    the window, writer, ledger and model get their own values where they are built."""
+
+    outgoing: Path
+    quarantine: Path
+    products: tuple[str, ...]
+    grids: Mapping[str, tuple[int, int]]
+    forecast_members: str
+    output_name: str
+    late_radar_wait_s: float
+    settle_timeout_s: float
+    latest_link: bool
+    post_write_hook: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -146,6 +171,11 @@ class ServiceConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log_format: str = "auto"
     log_level: str = "info"
+
+    def pipeline(self) -> PipelineSettings:
+        """The pipeline's section of this configuration."""
+        names = (f.name for f in dataclasses.fields(PipelineSettings))
+        return PipelineSettings(**{name: getattr(self, name) for name in names})
 
     def engine_options(self) -> dict[str, Any]:
         """Keyword options of a network's :class:`~radinfill.model.engine.InfillEngine`."""
