@@ -1,31 +1,32 @@
-"""One input file through the service: read, check, find holes, infill, write, record.
+"""One input file through the service: stages from reading it to recording its outputs.
 
-:meth:`Pipeline.process` is the whole per-file procedure; the service's worker thread calls it
-for every arrival and acts on the :class:`Result`. Everything it touches is injected (ledger,
-window, model slot, writer, metrics), so tests drive it directly with real files.
+:meth:`Pipeline.process` runs the stages in order (:attr:`Pipeline.stages`); the service's
+worker thread, ``radinfill backfill`` and ``radinfill infill`` call it for every input and act
+on the :class:`Result`. Everything it touches is injected (ledger, window, model slot, writer,
+metrics), so tests drive it directly with real files.
 
-Decisions, in order:
-
-1. **Read** the bytes (bounded retries on transient I/O errors). A file that does not decode
-   because it is shorter than its header's ``BY`` length may still be being written: it is
-   retried until ``settle_timeout_s`` after it was first seen, then quarantined as truncated.
-   Every other decoding error quarantines at once, without retries. A symbolic link or a
-   special file is quarantined unread (``unsupported``; see
-   :func:`~radinfill.daemon.intake.open_input`).
-2. **Check** the product: products outside ``[service] products`` (by default: anything but a
-   precipitation amount with failure holes to fill) are ignored; a grid that differs from the
-   product's grid so far is quarantined (``wrong_grid``), as is an archive of several products,
-   a nominal time more than :data:`MAX_AHEAD_S` ahead of the clock (``future``: it would pin
-   the freshness gauges) and a DWD file name whose product is not the header's (``mismatch``).
-3. **Ledger**: the same (product, nominal time, content) again is a duplicate (skipped); other
-   content for a slot older than the horizon is late (counted, not processed); otherwise the
-   output gets the next version.
-4. **Holes** (:func:`radinfill.holes.detect`) and the **window** context. No failure hole: the
-   input is passed through byte-identical. Otherwise the model fills the hole; if it raises, or
-   was trained for another product interval, the fallback baseline does and it is counted.
-5. **Write** RADOLAN, netCDF, sidecar (:class:`~radinfill.daemon.outputs.Writer`), then record
-   the version in the ledger: a crash in between re-runs the product with the same version.
-   An output name that would leave ``outgoing`` quarantines the input (``unsupported``).
+1. **read** the bytes (bounded retries on transient I/O errors) and decode them. A file shorter
+   than its header's ``BY`` length may still be being written: it is retried until
+   ``settle_timeout_s`` after it was first seen, then quarantined as truncated. Every other
+   decoding error quarantines at once. A symbolic link or a special file is quarantined unread
+   (``unsupported``; see :func:`~radinfill.daemon.intake.open_input`).
+2. **check** the product: products outside ``[service] products`` (by default: anything but a
+   precipitation amount) are ignored; quarantined are a grid other than the product's
+   (``wrong_grid``: ``[service] grids``, else the ledger's), an archive of several products that
+   is not one forecast bundle, a nominal time more than :data:`MAX_AHEAD_S` ahead of the clock
+   (``future``) and a DWD file name whose product is not the header's (``mismatch``).
+3. **classify** with the ledger: the same (product, nominal time, content) again is a duplicate;
+   other content older than the horizon is late; otherwise the output gets the next version.
+4. **holes** (:func:`radinfill.holes.detect`); a new field with holes may be held for a late
+   radar (``late_radar_wait_s``).
+5. **infill** with the window's context; the model decides its own fallback and says which
+   method ran (:meth:`~radinfill.daemon.live_model.LoadedModel.run`). No failure hole: nothing
+   to do.
+6. **encode** the drop-in product in the format it came in (binary, ODIM_H5, a bundle with
+   only its infilled members re-encoded; the input's bytes when nothing was infilled).
+7. **write** the product, netCDF and sidecar (:class:`~radinfill.daemon.outputs.Writer`), then
+8. **record** the version in the ledger: a crash in between re-runs the product with the same
+   version. An output name that would leave ``outgoing`` quarantines the input.
 """
 
 from __future__ import annotations
