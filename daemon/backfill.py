@@ -134,7 +134,8 @@ class Summary:
 def settings(
     sources: Sequence[Path], out: Path, base: ServiceConfig | None = None, **changes: Any
 ) -> ServiceConfig:
-    """The service configuration of a backfill from the ``sources`` directories into ``out``.
+    """The service configuration of a backfill from ``sources`` (archive directories, or the
+    input files of ``radinfill infill``) into ``out``.
 
     ``base`` (a service configuration file's ``[service]`` section) gives the model, window,
     products, naming and outputs; ``changes`` override them (e.g. ``model``, ``device``).

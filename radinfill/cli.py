@@ -130,7 +130,8 @@ def _infill(args: argparse.Namespace) -> int:
 
     paths = [Path(path) for path in args.inputs]
     items = backfill.plan_files(paths)  # every input exists before anything is written
-    summary = _fill(args, [p.parent for p in paths], lambda config: items, {})
+    # the files themselves are the sources: OUT may lie beside or below them, never hold them
+    summary = _fill(args, paths, lambda config: items, {})
     if summary is None:
         return EXIT_CONFIG
     # every input was asked for by name: one that was not infilled or passed through failed

@@ -451,3 +451,18 @@ def test_infill_names_each_input_it_did_not_infill(
     assert problems == [f"{(samples / RX).resolve()}: ignored (RX is not a product to infill)"]
     assert (out / Path(RW_NHB).name).is_file()  # the other input still got its outputs
     assert not (out / Path(RX).name).exists()
+
+
+def test_infill_writes_beside_its_inputs_but_never_over_them(
+    samples: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    source = inputs / Path(RW_NHB).name
+    source.write_bytes((samples / RW_NHB).read_bytes())
+    assert main(["infill", "--model", "baseline:zero", str(source), "-o", str(inputs / "out")]) == 0
+    assert (inputs / "out" / source.name).is_file()
+    capsys.readouterr()
+    assert main(["infill", "--model", "baseline:zero", str(source), "-o", str(inputs)]) == 1
+    assert "must lie outside the inputs" in capsys.readouterr().err
+    assert source.read_bytes() == (samples / RW_NHB).read_bytes()
