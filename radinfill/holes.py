@@ -41,7 +41,7 @@ milliseconds on 900 x 900).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
@@ -264,16 +264,37 @@ def classify_components(
     large = np.flatnonzero(sizes[1:] * pixel_km2 > BLIND_MAX_KM2) + 1
     if large.size:
         lon, lat = grid.lonlat()
-        sites = [SITES[s] for s in sorted(site_ids)]
+        discs = _discs(grid, radius_km)
+        sites = sorted(site_ids)
         slices = ndimage.find_objects(components)
         for label in large:
             window = slices[label - 1]
             inside = components[window] == label
             step = max(1, int(inside.sum()) // _GEOMETRY_SAMPLE)
             lons, lats = lon[window][inside][::step], lat[window][inside][::step]
-            views = [great_circle(s.lon, s.lat, lons, lats) for s in sites]
+            views = [
+                great_circle(SITES[s].lon, SITES[s].lat, lons, lats)
+                for s in _sites_reaching(inside, window, sites, discs)
+            ]
             codes[label] = _component_cause(views, radius_km)
     return codes[components]
+
+
+def _sites_reaching(
+    inside: np.ndarray,
+    window: tuple[slice, slice],
+    site_ids: Iterable[str],
+    discs: Mapping[str, np.ndarray],
+) -> list[str]:
+    """The sites whose disc holds at least one pixel of a component (``inside`` its bounding
+    ``window``).
+
+    Only those can judge its cause (:func:`_component_cause`): a site whose disc misses every
+    pixel sees none of it within the radius (not 90 % of it, :data:`WEDGE_MIN_INSIDE`) and is
+    farther than :data:`BLIND_SITE_KM` from all of it. Skipping the others saves the
+    great-circle geometry of every site, about 2.5 ms per site on a 150 km component.
+    """
+    return [s for s in site_ids if (discs[s][window] & inside).any()]
 
 
 def _component_cause(views: list[tuple[np.ndarray, np.ndarray]], radius_km: float) -> int:
