@@ -432,9 +432,10 @@ class InfillEngine:
         """
         if not hole.any():
             return []
-        history = frames.copy()
-        history[-1][hole] = np.nan  # the contract: the current hole is never read
-        flow = motion.estimate(history)
+        # Only the frames the motion reads are copied: a long outage's window is 24 fields.
+        recent = frames[-motion.N_FRAMES :].copy()
+        recent[-1][hole] = np.nan  # the contract: the current hole is never read
+        flow = motion.estimate(recent)
         margin = max(
             NETWORK_MARGIN, envelope.EVIDENCE_RADIUS, features.crop_margin(flow, len(frames))
         )
