@@ -55,6 +55,7 @@ __all__ = [
     "PRE_OUTAGE_FRAMES",
     "Inputs",
     "crop_margin",
+    "cropped",
     "lead_steps",
     "prepare",
     "to_tensors",
@@ -186,6 +187,22 @@ def prepare(
         valid=valid,
         aux=np.concatenate([base, _checked_nwp(nwp, hole.shape)]),
         hole=hole,
+    )
+
+
+def cropped(inputs: Inputs, rows: slice, cols: slice) -> Inputs:
+    """The inputs of a sub-crop (``rows``, ``cols`` of the crop ``inputs`` were built on).
+
+    Every channel but the advected one is per pixel; the advected one is exact where the
+    crop ``inputs`` were built on reached :func:`crop_margin` beyond the hole, so the
+    sub-crop's inputs are those of the whole grid there, however small it is.
+    """
+    window = (..., rows, cols)
+    return Inputs(
+        values=np.ascontiguousarray(inputs.values[window]),
+        valid=np.ascontiguousarray(inputs.valid[window]),
+        aux=np.ascontiguousarray(inputs.aux[window]),
+        hole=np.ascontiguousarray(inputs.hole[window]),
     )
 
 

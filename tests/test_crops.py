@@ -172,3 +172,14 @@ def test_no_hole_costs_no_motion(name, case, monkeypatch) -> None:
     empty = np.zeros_like(hole)
     output = baselines.get_method(name)(frames, empty, future)
     assert np.array_equal(output, frames[-1], equal_nan=True)
+
+
+def test_a_grown_region_holds_the_region_at_the_offset_inside_gives() -> None:
+    """Cutting ``inside(region, grown(region))`` from an array of the grown crop gives the
+    array of the region, clipped at the grid's edges."""
+    shape = (50, 70)
+    field = np.arange(shape[0] * shape[1]).reshape(shape)
+    region = (slice(3, 20), slice(40, 68))
+    outer = crops.grown(region, 5, shape)
+    assert outer == (slice(0, 25), slice(35, 70))
+    np.testing.assert_array_equal(field[outer][crops.inside(region, outer)], field[region])
