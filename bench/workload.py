@@ -74,7 +74,8 @@ def archive(
     out: Path, grid: tuple[int, int], steps: int, *, radius_km: float, outage_share: float
 ) -> list[Path]:
     """Products as a real archive holds them: small static holes in every field, and one
-    radar's ``radius_km`` disc missing in ``outage_share`` of the fields (spread evenly)."""
+    radar's ``radius_km`` disc missing in ``outage_share`` of the fields (one outage, in the
+    middle of the archive)."""
     files = complete(out / "complete", grid, steps)
     area = grid_for(*grid)
     static = synth.outages(
@@ -88,8 +89,9 @@ def archive(
         sites=STATIC_SITES,
     )[0]
     disc = holes.coverage(area, [OUTAGE_SITE], radius_km)
-    every = max(round(1 / outage_share), 1) if outage_share > 0 else steps + 1
-    masks = [static | disc if (i + 1) % every == 0 else static for i in range(steps)]
+    down = round(outage_share * steps)
+    first = (steps - down) // 2
+    masks = [static | disc if first <= i < first + down else static for i in range(steps)]
     return cut(files, masks, out)
 
 
