@@ -447,7 +447,7 @@ class InfillEngine:
         recent = frames[-motion.N_FRAMES :].copy()
         recent[-1][hole] = np.nan  # the contract: the current hole is never read
         flow = motion.estimate(recent)
-        beyond = max(features.crop_margin(flow, len(frames)) - CROP_MARGIN, 0)
+        beyond = max(features.crop_margin(flow, frames, hole) - CROP_MARGIN, 0)
         result = []
         for region in crops.regions(hole, CROP_MARGIN, self._align):
             outer = crops.grown(region, beyond, hole.shape)

@@ -206,15 +206,18 @@ def cropped(inputs: Inputs, rows: slice, cols: slice) -> Inputs:
     )
 
 
-def crop_margin(flow: np.ndarray, frames: int) -> int:
+def crop_margin(flow: np.ndarray, frames: np.ndarray, hole: np.ndarray) -> int:
     """Pixels beyond a hole component that its inputs are computed from (the advected channel).
 
     Parameters
     ----------
     flow : numpy.ndarray
         ``(2, rows, cols)`` motion of the whole grid, pixels per step.
-    frames : int
-        Frames given to :func:`prepare` (the advection reaches back ``frames - 1`` steps).
+    frames : numpy.ndarray
+        ``(T, rows, cols)`` given to :func:`prepare`; the advection reaches back as many steps
+        as the hole needs (:func:`radinfill.model.baselines.lead_reach`, at most ``T - 1``).
+    hole : numpy.ndarray
+        bool ``(rows, cols)``, the pixels to infill.
 
     Returns
     -------
@@ -223,7 +226,7 @@ def crop_margin(flow: np.ndarray, frames: int) -> int:
         defaults, as :func:`prepare` computes it.
     """
     return baselines.crop_margin(
-        [baselines.Flow(flow, frames - 1)],
+        [baselines.Flow(flow, baselines.lead_reach(frames, hole))],
         sigma_per_step=baselines.SIGMA_PER_STEP,
         ring=baselines.BOUNDARY_RING,
     )

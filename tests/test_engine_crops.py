@@ -83,7 +83,7 @@ def test_too_small_a_margin_is_caught(case, monkeypatch) -> None:
     )
     prediction, _ = whole_grid(infill, frames, hole)
     monkeypatch.setattr(engine, "CROP_MARGIN", 0)
-    monkeypatch.setattr(features, "crop_margin", lambda flow, frames: 2)
+    monkeypatch.setattr(features, "crop_margin", lambda flow, frames, hole: 2)
     difference = np.abs(infill.predict(frames, hole)[hole] - prediction).max()
     assert difference > 100 * TOLERANCE * prediction.max()
 
@@ -102,7 +102,7 @@ def test_a_long_outage_keeps_the_network_crop_and_matches_the_whole_grid(
         tiny_model(variant, head_scale=0.05), window=6, interval_minutes=5, device="cpu"
     )
     flow = motion.estimate(np.where(hole, np.nan, frames[-3:]))
-    assert features.crop_margin(flow, len(frames)) > 2 * engine.CROP_MARGIN
+    assert features.crop_margin(flow, frames, hole) > 2 * engine.CROP_MARGIN
     shapes: list[tuple[int, ...]] = []
     forward = InfillEngine._forward
 
