@@ -164,8 +164,10 @@ def _past_motion(
     frames: np.ndarray, future: np.ndarray | None, hole: np.ndarray, *, flow_sigma: float = 25.0
 ) -> tuple[Flow, ...]:
     """The motion of the past frames (``flow_sigma``: its smoothing scale in px), over the
-    steps of lead the hole needs (:func:`lead_reach`, at most ``T - 1``)."""
-    return (Flow(motion.estimate(frames, sigma=flow_sigma), lead_reach(frames, hole)),)
+    steps of lead the hole needs (:func:`lead_reach`, at most ``T - 1``); the current hole is
+    cut from the frames it reads."""
+    recent = _cut(frames[-motion.N_FRAMES :], hole)
+    return (Flow(motion.estimate(recent, sigma=flow_sigma), lead_reach(frames, hole)),)
 
 
 def _two_sided_motion(
@@ -279,7 +281,8 @@ def _contract(name: str, entry: _Entry, **options: object) -> InfillMethod:
         frames, hole, future = check_inputs(frames, hole, future)
         if not hole.any():
             return frames[-1].copy()
-        frames = _cut(frames, hole)
+        # The current hole is cut from what each step reads (the motion's frames, each
+        # crop), never from a copy of the whole window: a long outage's window is 24 fields.
         flows = entry.motion(frames, future, hole, **motion_options)
         margin = crop_margin(
             flows, sigma_per_step=reach.get("sigma_per_step", 0.0), ring=reach.get("ring", 0)
@@ -289,7 +292,8 @@ def _contract(name: str, entry: _Entry, **options: object) -> InfillMethod:
             crop = (slice(None), *region)
             given = () if entry.causal else (None if future is None else future[crop],)
             moved = tuple(flow.field[crop] for flow in flows)
-            return entry.fill(frames[crop], hole[region], *given, *moved, **fill_options)
+            cut = _cut(frames[crop], hole[region])
+            return entry.fill(cut, hole[region], *given, *moved, **fill_options)
 
         return _finish(frames[-1], hole, crops.infill_regions(hole, margin, fill))
 
