@@ -126,9 +126,11 @@ def prepare(
         bool ``(H, W)``, the pixels to infill.
     window : int
         Number of frames the network sees (>= 1): the last ``window`` frames, zero-padded at
-        the front (``valid`` 0) when fewer are given. Motion and the advected channel use every
-        frame given, so that an outage longer than the window still has the complete frames
-        before it to advect from.
+        the front (``valid`` 0) when fewer are given. Motion reads the last
+        :data:`radinfill.model.motion.N_FRAMES` frames and the advected channel every frame
+        back to the hole's last valid one (:func:`radinfill.model.baselines.lead_reach`), so
+        that an outage longer than the window still has the complete frames before it to
+        advect from.
     interval_minutes : float
         Minutes per frame (5 for RY/YW): mm per interval times ``60 / interval_minutes`` is mm/h.
     nwp : numpy.ndarray, optional
@@ -154,15 +156,17 @@ def prepare(
         raise ValueError(f"window must be a positive integer, got {window!r}")
     if not interval_minutes > 0:
         raise ValueError(f"interval_minutes must be positive, got {interval_minutes!r}")
-    history = np.array(frames, dtype=np.float32)  # a copy: the current hole is cut below
-    baselines.check_inputs(history, hole)
+    frames, hole, _ = baselines.check_inputs(frames, hole)
+    # Advection reads back to each hole pixel's last valid frame, however old (an outage longer
+    # than the window still has its last complete frames to advect); the network sees the last
+    # ``window``. Only the frames read are copied (a long outage's window holds 24 fields).
+    used = max(window, motion.N_FRAMES, baselines.lead_reach(frames, hole) + 1)
+    history = np.array(frames[-used:], dtype=np.float32)  # a copy: the hole is cut below
     history[-1][hole] = np.nan  # the contract: the current hole is never read
     if flow is None:
         flow = motion.estimate(history)
     elif flow.shape != (2, *hole.shape):
         raise ValueError(f"flow must be (2, {hole.shape[0]}, {hole.shape[1]}), got {flow.shape}")
-    # Advection uses all frames given (an outage longer than the window still has its last
-    # complete frames to advect); the network itself sees the last ``window``.
     advected = baselines.advection_with_flow(history, hole, flow)
     recent = history[-window:]
 
