@@ -1,15 +1,19 @@
 """Benchmark ``radinfill backfill``: archive fields per second, one process and torchrun ranks.
 
 Usage: ``python bench/backfill.py [--products 24] [--grid 900x900] [--model SPEC]
-[--nproc 1,2] [--device cpu]``
+[--nproc 1,2] [--device cpu] [--baseline SPEC] [--archive SHARE]``
 
-A synthetic RY archive (``radinfill synth``: ``--products`` products with radar outages) is
-backfilled by real ``radinfill backfill`` processes, each into a fresh output tree:
+A synthetic RY archive of ``--products`` products (``bench/workload.py``): radars failing at
+random (``radinfill synth``), or with ``--archive SHARE`` what a real archive holds: every
+field with the small static holes of real composites, one radar's 150 km disc out in SHARE
+of the fields (0.1: one in ten). It is backfilled by real ``radinfill backfill`` processes,
+each into a fresh output tree:
 
 * **model, N ranks**: ``torchrun --nproc-per-node N -m radinfill backfill`` (N = 1: a plain
   process) with the shipped model (or ``--model``);
-* **baseline**: the causal ``advection`` baseline in one process, the cost of everything but
-  the network (decode, holes, window, RADOLAN + netCDF + sidecar with fsyncs).
+* **baseline**: a classical method in one process (``--baseline``, default the service's
+  ``advection_boundary``), the cost of everything but the network (decode, holes, window,
+  RADOLAN + netCDF + sidecar with fsyncs). ``--nproc ""`` runs this one alone.
 
 Throughput is files handled / wall time of the run's processing loop (the slowest rank's
 summary; planning and model loading excluded, printed apart as start-up). Ratios are to the
@@ -26,8 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+import workload
 
 
 def free_port() -> int:
@@ -57,8 +62,13 @@ def backfill(src: Path, out: Path, model: str, device: str, nproc: int) -> dict[
     return {"fields": handled, "fields_per_s": handled / loop, "loop_s": loop, "wall_s": wall}
 
 
+#: Probability per radar and step that it fails in the default synthetic archive.
+P_FAIL = 0.02
+#: Radius (km) of the radar outages of the ``--archive`` workload.
+RADIUS_KM = 150.0
+
+
 def main() -> None:
-    from radinfill import stream
     from radinfill.defaults import DEFAULT_MODEL
     from radinfill.radolan.grids import parse_size
 
@@ -68,33 +78,40 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the shipped model")
     parser.add_argument("--nproc", default="1,2", help="rank counts to run (comma-separated)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--baseline", default="baseline:advection_boundary")
+    parser.add_argument(
+        "--archive", type=float, default=None, metavar="SHARE", help="realistic archive"
+    )
     args = parser.parse_args()
     model = args.model or DEFAULT_MODEL
+    grid = parse_size(args.grid)
     with tempfile.TemporaryDirectory(prefix="radinfill-bench-") as tmp:
         root = Path(tmp)
-        stream.write_stream(
-            root / "src",
-            grid=parse_size(args.grid),
-            steps=args.products,
-            start=datetime(2025, 6, 1, 12, tzinfo=UTC),
-            seed=11,
-        )
-        for junk in ("truth.nc", "manifest.json"):
-            (root / "src" / junk).rename(root / junk)
+        if args.archive is None:
+            files = workload.synthetic(root / "made", grid, args.products, P_FAIL)
+        else:
+            made = root / "made"
+            files = workload.archive(
+                made, grid, args.products, radius_km=RADIUS_KM, outage_share=args.archive
+            )
+        (root / "src").mkdir()
+        for path in files:  # the products alone, as an archive holds them
+            path.rename(root / "src" / path.name)
         runs: list[tuple[str, dict[str, float]]] = []
-        for nproc in (int(n) for n in args.nproc.split(",")):
+        for nproc in (int(n) for n in args.nproc.split(",") if n):
             name = f"model, {nproc} rank{'s' if nproc > 1 else ''}"
             result = backfill(root / "src", root / f"m{nproc}", model, args.device, nproc)
             runs.append((name, result))
             print(f"measured {name}", file=sys.stderr, flush=True)
-        base = backfill(root / "src", root / "base", "baseline:advection", args.device, 1)
-        runs.append(("baseline advection, 1 rank", base))
+        base = backfill(root / "src", root / "base", args.baseline, args.device, 1)
+        runs.append((f"{args.baseline}, 1 rank", base))
     reference = runs[0][1]["fields_per_s"]
-    print(f"\n{args.products} synthetic RY products on {args.grid}, model {model}, {args.device}")
-    print(f"{'run':<28} {'fields':>6} {'fields/s':>9} {'ratio':>6} {'loop s':>7} {'wall s':>7}")
+    kind = f"archive, outage share {args.archive}" if args.archive is not None else "synthetic"
+    print(f"\n{args.products} RY products ({kind}) on {args.grid}, model {model}, {args.device}")
+    print(f"{'run':<36} {'fields':>6} {'fields/s':>9} {'ratio':>6} {'loop s':>7} {'wall s':>7}")
     for name, r in runs:
         print(
-            f"{name:<28} {r['fields']:>6.0f} {r['fields_per_s']:>9.2f} "
+            f"{name:<36} {r['fields']:>6.0f} {r['fields_per_s']:>9.2f} "
             f"{r['fields_per_s'] / reference:>6.2f} {r['loop_s']:>7.1f} {r['wall_s']:>7.1f}"
         )
     print("\nstart-up (wall - loop) covers planning, model loading and verification per rank.")

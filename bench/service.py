@@ -1,18 +1,23 @@
 """Benchmark the service: end-to-end latency, stage times, backlog throughput, memory over time.
 
 Usage: ``python bench/service.py [--products 24] [--grid 900x900] [--model SPEC]
-[--interval 2.0]``
+[--interval 2.0] [--outage KM [--data DIR]]``
 
-Three measurements on the same synthetic RY stream (``radinfill synth``: ``--products``
-products with radar outages):
+Three measurements on the same stream of ``--products`` products (``bench/workload.py``):
+a synthetic RY stream whose radars fail at random (the default), or with ``--outage KM``
+exactly one radar's KM disc missing in every field (synthetic, or the first products of the
+real sequence in ``--data``, e.g. the YW 1100 x 900 sample of 2017-08-16):
 
 * **floor**: per product, what any service must do with the file: read it, decode it, encode
   it and write it with fsync + rename (:func:`radinfill.atomic.write_bytes`); no holes, no
   model, no netCDF.
 * **live**: the service runs in this process on a temporary tree; products are delivered one
   every ``--interval`` seconds (temporary name, then rename, as an upstream feed does).
-  End-to-end latency = file arrival -> all outputs renamed; stage times come from the
-  service's own stage histograms. The resident set size (RSS) is sampled every 0.5 s.
+  End-to-end latency = file arrival -> all outputs renamed (the service's own measure);
+  *arrival -> drop-in* = delivery -> the same-format product renamed into the output tree,
+  as a downstream watcher sees it (inotify on the output tree). Stage times come from the
+  service's own stage histograms. The resident set size (RSS) is sampled every
+  :data:`RSS_PERIOD_S`; its peak is the largest sample.
 * **backlog**: all products are in the incoming directory before the service starts;
   throughput = products / time until the last output.
 
@@ -33,19 +38,26 @@ import statistics
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import workload
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.inotify import InotifyObserver
 
 #: The pipeline's stages, in order (the ``stage`` label of ``radinfill_stage_duration_seconds``).
 STAGES = ("read", "check", "classify", "holes", "infill", "encode", "write", "record")
+#: Seconds between two RSS samples.
+RSS_PERIOD_S = 0.1
+#: Probability per radar and step that it fails in the default synthetic stream.
+P_FAIL = 0.08
 
 
-def rss_mb() -> float:
-    """This process's resident set size (MB) from /proc."""
+def rss_mb(key: str = "VmRSS") -> float:
+    """This process's resident set size (``VmRSS``) or its peak (``VmHWM``), MB, from /proc."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -72,6 +84,16 @@ def config(root: Path, model: str):
     return parse(service_document(model), base=root)
 
 
+class Published(FileSystemEventHandler):
+    """When each file name appeared in the output tree (``time.time()``, first rename only)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
+
+    def on_moved(self, event: FileSystemEvent) -> None:
+        self.seen.setdefault(Path(str(event.dest_path)).name, time.time())
+
+
 def run_service(root: Path, model: str, files: list[Path], interval: float | None) -> dict:
     """Run the service on ``files``: delivered every ``interval`` s, or all before start."""
     from radinfill.daemon.service import Service
@@ -80,17 +102,22 @@ def run_service(root: Path, model: str, files: list[Path], interval: float | Non
     settings = config(root, model)
     incoming = settings.incoming[0]
     incoming.mkdir(parents=True)
+    settings.outgoing.mkdir(parents=True, exist_ok=True)
+    delivered: dict[str, float] = {}
     if interval is None:
         for path in files:
             shutil.copyfile(path, incoming / path.name)
+    published = Published()
+    observer = InotifyObserver()
+    observer.schedule(published, str(settings.outgoing), recursive=True)
+    observer.start()
     service = Service(settings, configure_logs=False)
-    rss: list[tuple[float, float]] = []
+    rss: list[float] = []
     sampling = threading.Event()
 
     def sample() -> None:
-        t0 = time.monotonic()
-        while not sampling.wait(0.5):
-            rss.append((time.monotonic() - t0, rss_mb()))
+        while not sampling.wait(RSS_PERIOD_S):
+            rss.append(rss_mb())
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -100,10 +127,11 @@ def run_service(root: Path, model: str, files: list[Path], interval: float | Non
         for path in files:
             tmp = incoming / f".{path.name}.tmp"
             shutil.copyfile(path, tmp)
+            delivered[path.name] = time.time()
             os.replace(tmp, incoming / path.name)
             time.sleep(interval)
     while service.processed < len(files) and time.perf_counter() - started < 1800:
-        time.sleep(0.1)
+        time.sleep(0.05)
     elapsed = time.perf_counter() - started
     stages = {
         stage: _histogram_mean(service.metrics.registry, "radinfill_stage_duration_seconds", stage)
@@ -112,9 +140,18 @@ def run_service(root: Path, model: str, files: list[Path], interval: float | Non
     latencies = list(service.latencies)
     service.stop()
     service.shutdown()
+    observer.stop()
+    observer.join()
     sampling.set()
     configure_logging(fmt="json", level="warning")
-    return {"elapsed": elapsed, "latencies": latencies, "stages": stages, "rss": rss}
+    dropin = [published.seen[name] - t for name, t in delivered.items() if name in published.seen]
+    return {
+        "elapsed": elapsed,
+        "latencies": latencies,
+        "dropin": dropin,
+        "stages": stages,
+        "rss": rss,
+    }
 
 
 def _histogram_mean(registry, name: str, stage: str) -> float:
@@ -123,8 +160,21 @@ def _histogram_mean(registry, name: str, stage: str) -> float:
     return total / count if count else float("nan")
 
 
+def make_stream(
+    out: Path, grid: tuple[int, int], steps: int, outage_km: float | None, data: Path | None
+) -> list[Path]:
+    """The benchmark's products (``bench/workload.py``), written in a child process so that
+    their generation leaves no memory behind in the process measured."""
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        if outage_km is None:
+            job = pool.submit(workload.synthetic, out, grid, steps, P_FAIL)
+        else:
+            job = pool.submit(workload.one_outage, out, grid, steps, radius_km=outage_km, data=data)
+        return job.result()
+
+
 def main() -> None:
-    from radinfill import defaults, stream
+    from radinfill import defaults
     from radinfill.daemon.telemetry import configure_logging
     from radinfill.radolan.grids import parse_size
 
@@ -133,53 +183,56 @@ def main() -> None:
     parser.add_argument("--grid", default="900x900")
     parser.add_argument("--model", default=None, help="default: the shipped model")
     parser.add_argument("--interval", type=float, default=2.0, help="s between deliveries")
+    parser.add_argument(
+        "--outage", type=float, default=None, metavar="KM", help="one radar's KM disc missing"
+    )
+    parser.add_argument("--data", type=Path, default=None, help="real sequence (with --outage)")
     args = parser.parse_args()
     model = args.model or defaults.DEFAULT_MODEL
     configure_logging(fmt="json", level="warning")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        manifest = stream.write_stream(
-            root / "feed",
-            grid=parse_size(args.grid),
-            steps=args.products,
-            start=datetime(2025, 6, 1, 12, 0, tzinfo=UTC),
-            seed=11,
-            outage_options={"p_fail": 0.08},
-        )
-        files = list(manifest.files)
+        grid = parse_size(args.grid)
+        files = make_stream(root / "feed", grid, args.products, args.outage, args.data)
         base = floor(files, root / "floor")
         live = run_service(root / "live", model, files, args.interval)
         backlog = run_service(root / "backlog", model, files, None)
 
-    e2e = np.array(live["latencies"])
-    p50, p95, p99 = np.percentile(e2e, [50, 95, 99])
+    e2e, dropin = np.array(live["latencies"]), np.array(live["dropin"])
     stages = live["stages"]
     overhead = sum(v for k, v in stages.items() if k != "infill")
     wait = float(e2e.mean()) - overhead - stages["infill"]
-    print(f"service benchmark: {args.products} RY products {args.grid}, model {model}")
+    workload_name = (
+        f"one {args.outage:g} km outage{f' in {args.data.name}' if args.data else ''}"
+        if args.outage
+        else f"synthetic outages p_fail {P_FAIL}"
+    )
+    print(f"service benchmark: {len(files)} products {args.grid}, {workload_name}, model {model}")
     print(f"{'measure':38} {'value':>10}")
     rows = [
         ("floor: read+decode+encode+fsync (s)", statistics.mean(base)),
-        ("live end-to-end p50 (s)", p50),
-        ("live end-to-end p95 (s)", p95),
-        ("live end-to-end p99 (s)", p99),
+        ("live end-to-end p50 (s)", float(np.percentile(e2e, 50))),
+        ("live end-to-end p95 (s)", float(np.percentile(e2e, 95))),
+        ("live arrival -> drop-in p50 (s)", float(np.percentile(dropin, 50))),
+        ("live arrival -> drop-in p95 (s)", float(np.percentile(dropin, 95))),
         *((f"stage {k} mean (s)", v) for k, v in live["stages"].items()),
         ("non-model overhead mean (s)", overhead),
         ("non-model overhead / floor", overhead / statistics.mean(base)),
         ("queue wait mean (s)", wait),
-        ("backlog throughput (products/s)", args.products / backlog["elapsed"]),
+        ("backlog throughput (products/s)", len(files) / backlog["elapsed"]),
         ("backlog end-to-end p50 (s)", float(np.percentile(backlog["latencies"], 50))),
     ]
     for name, value in rows:
         print(f"{name:38} {value:10.3f}")
     samples = live["rss"]
-    if samples:
-        third = max(len(samples) // 3, 1)
-        first = statistics.mean(v for _, v in samples[:third])
-        last = statistics.mean(v for _, v in samples[-third:])
-        print(f"{'RSS first third of live run (MB)':38} {first:10.1f}")
-        print(f"{'RSS last third of live run (MB)':38} {last:10.1f}")
-        print(f"{'RSS growth last/first':38} {last / first:10.3f}")
+    third = max(len(samples) // 3, 1)
+    first = statistics.mean(samples[:third])
+    last = statistics.mean(samples[-third:])
+    print(f"{'RSS first third of live run (MB)':38} {first:10.1f}")
+    print(f"{'RSS last third of live run (MB)':38} {last:10.1f}")
+    print(f"{'RSS growth last/first':38} {last / first:10.3f}")
+    print(f"{'RSS peak, live run (MB)':38} {max(samples):10.1f}")
+    print(f"{'RSS peak, live + backlog (MB)':38} {rss_mb('VmHWM'):10.1f}")
 
 
 if __name__ == "__main__":

@@ -128,28 +128,57 @@ class Flow:
     steps: int
 
 
-def _no_motion(frames: np.ndarray, future: np.ndarray | None) -> tuple[Flow, ...]:
+def lead_reach(frames: np.ndarray, hole: np.ndarray) -> int:
+    """Steps back to the oldest frame any hole pixel is advected from: the largest lead of
+    :func:`_latest_valid` over the hole, 0 where no earlier frame has data in it.
+
+    The advection methods move each hole pixel's last valid value forward by its lead, and the
+    boundary correction takes the lead of the nearest hole pixel, so nothing is moved over
+    more steps than this. A hole that no frame ever saw (a permanent beam blockage) is moved
+    over none, whatever the window: its crops stay small while the window grows over a long
+    outage elsewhere.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        ``(T, rows, cols)``, oldest first, NaN = no data; the current (last) one is not read.
+    hole : numpy.ndarray
+        bool ``(rows, cols)``.
+
+    Returns
+    -------
+    int
+        Steps in ``[0, T - 1]``.
+    """
+    seen = np.isfinite(frames[-2::-1, hole])  # (T - 1, hole pixels), the previous frame first
+    ever = seen.any(axis=0)
+    return int(np.argmax(seen[:, ever], axis=0).max()) + 1 if ever.any() else 0
+
+
+def _no_motion(frames: np.ndarray, future: np.ndarray | None, hole: np.ndarray) -> tuple[Flow, ...]:
     """Methods that move nothing need no motion."""
     return ()
 
 
 def _past_motion(
-    frames: np.ndarray, future: np.ndarray | None, *, flow_sigma: float = 25.0
+    frames: np.ndarray, future: np.ndarray | None, hole: np.ndarray, *, flow_sigma: float = 25.0
 ) -> tuple[Flow, ...]:
-    """The motion of the past frames (``flow_sigma``: its smoothing scale in px), over up to
-    ``T - 1`` steps of lead."""
-    return (Flow(motion.estimate(frames, sigma=flow_sigma), len(frames) - 1),)
+    """The motion of the past frames (``flow_sigma``: its smoothing scale in px), over the
+    steps of lead the hole needs (:func:`lead_reach`, at most ``T - 1``); the current hole is
+    cut from the frames it reads."""
+    recent = _cut(frames[-motion.N_FRAMES :], hole)
+    return (Flow(motion.estimate(recent, sigma=flow_sigma), lead_reach(frames, hole)),)
 
 
 def _two_sided_motion(
-    frames: np.ndarray, future: np.ndarray | None, *, flow_sigma: float = 25.0
+    frames: np.ndarray, future: np.ndarray | None, hole: np.ndarray, *, flow_sigma: float = 25.0
 ) -> tuple[Flow, ...]:
     """Forward motion of the past and backward motion of the future frames.
 
     Backward motion comes from the future frames in reverse order when there are at least two,
     else it is the past motion reversed; without future frames it is not used (0 steps).
     """
-    (past,) = _past_motion(frames, future, flow_sigma=flow_sigma)
+    (past,) = _past_motion(frames, future, hole, flow_sigma=flow_sigma)
     ahead = 0 if future is None else len(future)
     if ahead >= 2:
         return past, Flow(motion.estimate(future[::-1], sigma=flow_sigma), ahead)
@@ -252,8 +281,9 @@ def _contract(name: str, entry: _Entry, **options: object) -> InfillMethod:
         frames, hole, future = check_inputs(frames, hole, future)
         if not hole.any():
             return frames[-1].copy()
-        frames = _cut(frames, hole)
-        flows = entry.motion(frames, future, **motion_options)
+        # The current hole is cut from what each step reads (the motion's frames, each
+        # crop), never from a copy of the whole window: a long outage's window is 24 fields.
+        flows = entry.motion(frames, future, hole, **motion_options)
         margin = crop_margin(
             flows, sigma_per_step=reach.get("sigma_per_step", 0.0), ring=reach.get("ring", 0)
         )
@@ -262,7 +292,8 @@ def _contract(name: str, entry: _Entry, **options: object) -> InfillMethod:
             crop = (slice(None), *region)
             given = () if entry.causal else (None if future is None else future[crop],)
             moved = tuple(flow.field[crop] for flow in flows)
-            return entry.fill(frames[crop], hole[region], *given, *moved, **fill_options)
+            cut = _cut(frames[crop], hole[region])
+            return entry.fill(cut, hole[region], *given, *moved, **fill_options)
 
         return _finish(frames[-1], hole, crops.infill_regions(hole, margin, fill))
 

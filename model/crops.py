@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Region", "infill_regions", "paste", "regions"]
+__all__ = ["Region", "grown", "infill_regions", "inside", "paste", "regions"]
 
 #: A crop of the grid: row and column slices (``array[..., rows, cols]``).
 Region = tuple[slice, slice]
@@ -64,6 +64,23 @@ def regions(hole: np.ndarray, margin: int, align: int = 1) -> list[Region]:
     labels, _ = ndimage.label(hole, structure=_CONNECTIVITY)
     boxes = [_grown(box, margin, align, hole.shape) for box in ndimage.find_objects(labels)]
     return [(slice(r0, r1), slice(c0, c1)) for r0, r1, c0, c1 in _merged(boxes)]
+
+
+def grown(region: Region, margin: int, shape: tuple[int, int]) -> Region:
+    """``region`` grown by ``margin`` px on every side, clipped to the grid of ``shape``: the
+    crop a computation reaching ``margin`` px further than ``region``'s own margin needs."""
+    r0, r1, c0, c1 = _grown(region, margin, 1, shape)
+    return slice(r0, r1), slice(c0, c1)
+
+
+def inside(region: Region, outer: Region) -> Region:
+    """``region`` in the coordinates of ``outer``, a crop that holds it: what to cut from an
+    array computed on ``outer`` to get ``region``."""
+    rows, cols = region
+    return (
+        slice(rows.start - outer[0].start, rows.stop - outer[0].start),
+        slice(cols.start - outer[1].start, cols.stop - outer[1].start),
+    )
 
 
 def paste(hole: np.ndarray, parts: Iterable[tuple[Region, np.ndarray]]) -> np.ndarray:

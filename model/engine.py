@@ -33,14 +33,18 @@ is estimated once on the whole grid (each frame pair's optical flow is cached by
 :mod:`radinfill.model.motion`), and the features, the forward pass and the envelope run on the
 neighbourhood of each hole component (:func:`radinfill.model.crops.regions`, aligned to the
 network's down-sampling factor so a crop sees the same pooling grid as the whole field). The
-margin is the largest of :data:`NETWORK_MARGIN` (the network's context),
-:data:`radinfill.model.envelope.EVIDENCE_RADIUS` (the evidence cap's neighbourhood) and
-:func:`radinfill.model.features.crop_margin` (how far the advected prior reaches, from the
-motion and the window). Inside that margin the inputs equal the whole grid's exactly; the crop
-edge acts like the no-data border of the field for the network, and channel attention pools
-over the crop, so predictions agree with the whole-grid ones to a tolerance, not bit for bit
-(``tests/test_engine.py`` holds every variant and the shipped model to it). On 1100 x 900 with
-one 150 km outage the crop is about a quarter of the grid (see ``bench/inference.py``).
+margin, :data:`CROP_MARGIN`, is the larger of :data:`NETWORK_MARGIN` (the network's context)
+and :data:`radinfill.model.envelope.EVIDENCE_RADIUS` (the evidence cap's neighbourhood). The
+inputs are built on a crop reaching as far as the advected prior does
+(:func:`radinfill.model.features.crop_margin`, from the motion and the window: it grows by
+the speed of the rain and the blur for every frame a long outage adds to the window, to the
+whole grid after some 20 steps) and cut down to the network's crop, so the inputs there
+equal the whole grid's exactly and the network's cost stays in proportion to the hole. The
+crop edge acts like the no-data border of the field for the network, and channel attention
+pools over the crop, so predictions agree with the whole-grid ones to a tolerance, not bit
+for bit (``tests/test_engine.py`` holds every variant and the shipped model to it). On
+1100 x 900 with one 150 km outage the crop is about a quarter of the grid (see
+``bench/inference.py``).
 
 Streaming
 ---------
@@ -106,6 +110,9 @@ INTERVAL = "interval"
 #: largest 1e-2; with 96 px, mean 0.7-2e-4 and largest 3-5e-3; with 144 px hardly less (the
 #: channel attention pools over the crop: that sets the floor) at a third more pixels.
 NETWORK_MARGIN = 96
+#: Context of the network's crops around each hole component: the network's, and the
+#: neighbourhood of the envelope's evidence cap (computed on the same crops).
+CROP_MARGIN = max(NETWORK_MARGIN, envelope.EVIDENCE_RADIUS)
 
 Item = tuple[np.ndarray, np.ndarray]
 
@@ -429,28 +436,30 @@ class InfillEngine:
 
         The motion is estimated once on the whole grid and cut to each crop; ``frames`` are
         checked, in the product unit. A hole without pixels has no crops and costs nothing.
+        The network's crop reaches :data:`CROP_MARGIN` px beyond each component; its inputs
+        are built on a crop that reaches as far as the advected prior does
+        (:func:`radinfill.model.features.crop_margin`, which grows with the frames of a long
+        outage) and cut down to it, so the network's cost does not grow with the outage.
         """
         if not hole.any():
             return []
-        history = frames.copy()
-        history[-1][hole] = np.nan  # the contract: the current hole is never read
-        flow = motion.estimate(history)
-        margin = max(
-            NETWORK_MARGIN, envelope.EVIDENCE_RADIUS, features.crop_margin(flow, len(frames))
-        )
-        return [
-            (
-                region,
-                features.prepare(
-                    frames[(..., *region)],
-                    hole[region],
-                    window=self.window,
-                    interval_minutes=self.interval_minutes,
-                    flow=flow[(..., *region)],
-                ),
+        # Only the frames the motion reads are copied: a long outage's window is 24 fields.
+        recent = frames[-motion.N_FRAMES :].copy()
+        recent[-1][hole] = np.nan  # the contract: the current hole is never read
+        flow = motion.estimate(recent)
+        beyond = max(features.crop_margin(flow, frames, hole) - CROP_MARGIN, 0)
+        result = []
+        for region in crops.regions(hole, CROP_MARGIN, self._align):
+            outer = crops.grown(region, beyond, hole.shape)
+            inputs = features.prepare(
+                frames[(..., *outer)],
+                hole[outer],
+                window=self.window,
+                interval_minutes=self.interval_minutes,
+                flow=flow[(..., *outer)],
             )
-            for region in crops.regions(hole, margin, self._align)
-        ]
+            result.append((region, features.cropped(inputs, *crops.inside(region, outer))))
+        return result
 
     def _predict(self, inputs: Sequence[features.Inputs]) -> tuple[list[np.ndarray] | None, str]:
         """Model predictions (rows, cols) in mm/h of each input, trying the device, then the

@@ -55,6 +55,7 @@ __all__ = [
     "PRE_OUTAGE_FRAMES",
     "Inputs",
     "crop_margin",
+    "cropped",
     "lead_steps",
     "prepare",
     "to_tensors",
@@ -125,9 +126,11 @@ def prepare(
         bool ``(H, W)``, the pixels to infill.
     window : int
         Number of frames the network sees (>= 1): the last ``window`` frames, zero-padded at
-        the front (``valid`` 0) when fewer are given. Motion and the advected channel use every
-        frame given, so that an outage longer than the window still has the complete frames
-        before it to advect from.
+        the front (``valid`` 0) when fewer are given. Motion reads the last
+        :data:`radinfill.model.motion.N_FRAMES` frames and the advected channel every frame
+        back to the hole's last valid one (:func:`radinfill.model.baselines.lead_reach`), so
+        that an outage longer than the window still has the complete frames before it to
+        advect from.
     interval_minutes : float
         Minutes per frame (5 for RY/YW): mm per interval times ``60 / interval_minutes`` is mm/h.
     nwp : numpy.ndarray, optional
@@ -153,15 +156,17 @@ def prepare(
         raise ValueError(f"window must be a positive integer, got {window!r}")
     if not interval_minutes > 0:
         raise ValueError(f"interval_minutes must be positive, got {interval_minutes!r}")
-    history = np.array(frames, dtype=np.float32)  # a copy: the current hole is cut below
-    baselines.check_inputs(history, hole)
+    frames, hole, _ = baselines.check_inputs(frames, hole)
+    # Advection reads back to each hole pixel's last valid frame, however old (an outage longer
+    # than the window still has its last complete frames to advect); the network sees the last
+    # ``window``. Only the frames read are copied (a long outage's window holds 24 fields).
+    used = max(window, motion.N_FRAMES, baselines.lead_reach(frames, hole) + 1)
+    history = np.array(frames[-used:], dtype=np.float32)  # a copy: the hole is cut below
     history[-1][hole] = np.nan  # the contract: the current hole is never read
     if flow is None:
         flow = motion.estimate(history)
     elif flow.shape != (2, *hole.shape):
         raise ValueError(f"flow must be (2, {hole.shape[0]}, {hole.shape[1]}), got {flow.shape}")
-    # Advection uses all frames given (an outage longer than the window still has its last
-    # complete frames to advect); the network itself sees the last ``window``.
     advected = baselines.advection_with_flow(history, hole, flow)
     recent = history[-window:]
 
@@ -189,15 +194,34 @@ def prepare(
     )
 
 
-def crop_margin(flow: np.ndarray, frames: int) -> int:
+def cropped(inputs: Inputs, rows: slice, cols: slice) -> Inputs:
+    """The inputs of a sub-crop (``rows``, ``cols`` of the crop ``inputs`` were built on).
+
+    Every channel but the advected one is per pixel; the advected one is exact where the
+    crop ``inputs`` were built on reached :func:`crop_margin` beyond the hole, so the
+    sub-crop's inputs are those of the whole grid there, however small it is.
+    """
+    window = (..., rows, cols)
+    return Inputs(
+        values=np.ascontiguousarray(inputs.values[window]),
+        valid=np.ascontiguousarray(inputs.valid[window]),
+        aux=np.ascontiguousarray(inputs.aux[window]),
+        hole=np.ascontiguousarray(inputs.hole[window]),
+    )
+
+
+def crop_margin(flow: np.ndarray, frames: np.ndarray, hole: np.ndarray) -> int:
     """Pixels beyond a hole component that its inputs are computed from (the advected channel).
 
     Parameters
     ----------
     flow : numpy.ndarray
         ``(2, rows, cols)`` motion of the whole grid, pixels per step.
-    frames : int
-        Frames given to :func:`prepare` (the advection reaches back ``frames - 1`` steps).
+    frames : numpy.ndarray
+        ``(T, rows, cols)`` given to :func:`prepare`; the advection reaches back as many steps
+        as the hole needs (:func:`radinfill.model.baselines.lead_reach`, at most ``T - 1``).
+    hole : numpy.ndarray
+        bool ``(rows, cols)``, the pixels to infill.
 
     Returns
     -------
@@ -206,7 +230,7 @@ def crop_margin(flow: np.ndarray, frames: int) -> int:
         defaults, as :func:`prepare` computes it.
     """
     return baselines.crop_margin(
-        [baselines.Flow(flow, frames - 1)],
+        [baselines.Flow(flow, baselines.lead_reach(frames, hole))],
         sigma_per_step=baselines.SIGMA_PER_STEP,
         ring=baselines.BOUNDARY_RING,
     )

@@ -57,6 +57,10 @@ _MIN_SAMPLE_WEIGHT = 0.5
 #: default 3-frame estimate of two interleaved product streams (about 9 MB per pair on 1100 x 900).
 PAIR_CACHE_SIZE = 4
 
+#: Latest frames a motion estimate reads (two pairs: the usual nowcasting choice, robust yet
+#: recent); callers holding a long window pass just these.
+N_FRAMES = 3
+
 #: A pair's flow (``(2, rows, cols)``, pixels per step) and where it counts (bool), or None.
 PairFlow = tuple[np.ndarray, np.ndarray] | None
 
@@ -64,7 +68,7 @@ PairFlow = tuple[np.ndarray, np.ndarray] | None
 def estimate(
     frames: np.ndarray,
     *,
-    n_frames: int = 3,
+    n_frames: int = N_FRAMES,
     sigma: float = 25.0,
     erosion: int = 10,
     preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,

@@ -41,7 +41,7 @@ milliseconds on 900 x 900).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
@@ -88,6 +88,9 @@ WEDGE_MAX_SPREAD_DEG = 45.0
 WEDGE_MIN_RADIAL_KM = 50.0
 #: Smallest ratio of range extent to arc width (at the median range) of a wedge.
 WEDGE_MIN_ELONGATION = 1.5
+#: Smallest share of a component's pixels in a site's disc for the site to judge its cause
+#: (half of :data:`WEDGE_MIN_INSIDE`: a margin for the sampling of :data:`_GEOMETRY_SAMPLE`).
+_JUDGE_SHARE = WEDGE_MIN_INSIDE / 2
 #: Most pixels of one component whose geometry is evaluated (a regular subsample beyond).
 _GEOMETRY_SAMPLE = 20_000
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -264,16 +267,39 @@ def classify_components(
     large = np.flatnonzero(sizes[1:] * pixel_km2 > BLIND_MAX_KM2) + 1
     if large.size:
         lon, lat = grid.lonlat()
-        sites = [SITES[s] for s in sorted(site_ids)]
+        discs = _discs(grid, radius_km)
+        sites = sorted(site_ids)
         slices = ndimage.find_objects(components)
         for label in large:
             window = slices[label - 1]
             inside = components[window] == label
             step = max(1, int(inside.sum()) // _GEOMETRY_SAMPLE)
             lons, lats = lon[window][inside][::step], lat[window][inside][::step]
-            views = [great_circle(s.lon, s.lat, lons, lats) for s in sites]
+            views = [
+                great_circle(SITES[s].lon, SITES[s].lat, lons, lats)
+                for s in _sites_reaching(inside, window, sites, discs)
+            ]
             codes[label] = _component_cause(views, radius_km)
     return codes[components]
+
+
+def _sites_reaching(
+    inside: np.ndarray,
+    window: tuple[slice, slice],
+    site_ids: Iterable[str],
+    discs: Mapping[str, np.ndarray],
+) -> list[str]:
+    """The sites whose disc holds at least :data:`_JUDGE_SHARE` of a component's pixels
+    (``inside`` its bounding ``window``): the only ones that can judge its cause.
+
+    :func:`_component_cause` judges from a site only when :data:`WEDGE_MIN_INSIDE` (90 %) of
+    the sampled pixels lie in its disc, and calls it a blind zone only when all of them lie
+    within :data:`BLIND_SITE_KM` of the site; a regular sample of a component holding half
+    that share cannot reach it. Skipping the others saves their great-circle geometry, about
+    2.5 ms per site on a 150 km component (11 sites reach the disc of ``oft``, 1 holds it).
+    """
+    needed = _JUDGE_SHARE * int(inside.sum())
+    return [s for s in site_ids if np.count_nonzero(discs[s][window] & inside) >= needed]
 
 
 def _component_cause(views: list[tuple[np.ndarray, np.ndarray]], radius_km: float) -> int:

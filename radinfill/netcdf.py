@@ -2,10 +2,11 @@
 
 The file is what downstream tools (pysteps, xarray, CDO, QGIS) read: the layout of
 :func:`radinfill.dataset.to_dataset`, float32 values with NaN as ``_FillValue`` (so values
-round-trip bit for bit), zlib level 4 with byte shuffle, one chunk per time step (a reader of
-one time step decompresses exactly one chunk). Infilled output additionally carries the
-``infill_mask`` variable and provenance global attributes (model release, checksum, input
-files, output version). The file appears under its final name only when complete.
+round-trip bit for bit), zlib level 1 with byte shuffle (:data:`COMPRESSION`), one chunk per
+time step (a reader of one time step decompresses exactly one chunk). Infilled output
+additionally carries the ``infill_mask`` variable and provenance global attributes (model
+release, checksum, input files, output version). The file appears under its final name only
+when complete.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ from radinfill.dataset import flag_attrs
 INFILL_MASK = "infill_mask"
 #: Time encoding: whole minutes since the epoch, UTC (RADOLAN times are whole minutes).
 TIME_UNITS = "minutes since 1970-01-01 00:00:00+00:00"
-COMPRESSION: Mapping[str, Any] = MappingProxyType({"zlib": True, "complevel": 4, "shuffle": True})
+#: Compression of every gridded variable. Level 1, not 4: on a 1100 x 900 RY product (values,
+#: flags, infill mask, the 2-D lat/lon, which take most of the time and bytes) it builds in
+#: 0.108 s instead of 0.148 s for a file of 3.08 MB instead of 2.82 MB (+9 %); the service
+#: writes one per product, and the backfill one per archive field.
+COMPRESSION: Mapping[str, Any] = MappingProxyType({"zlib": True, "complevel": 1, "shuffle": True})
 # netCDF attribute names: a letter or underscore, then letters, digits, '_', '.', '-'.
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 

@@ -118,7 +118,7 @@ def whole_grid(name: str, frames: np.ndarray, hole: np.ndarray, future: np.ndarr
     entry = baselines._REGISTRY[name]
     cut = frames.copy()
     cut[-1][hole] = np.nan
-    flows = [flow.field for flow in entry.motion(cut, future)]
+    flows = [flow.field for flow in entry.motion(cut, future, hole)]
     given = [] if entry.causal else [future]
     return entry.fill(cut, hole, *given, *flows)
 
@@ -128,7 +128,7 @@ def test_every_method_on_crops_equals_the_whole_grid(name, case) -> None:
     frames, hole, future = case
     cut = frames.copy()
     cut[-1][hole] = np.nan
-    flows = baselines._REGISTRY[name].motion(cut, future)
+    flows = baselines._REGISTRY[name].motion(cut, future, hole)
     regions = crops.regions(hole, baselines.crop_margin(flows, sigma_per_step=1.0, ring=1))
     # Moving methods: the two discs share a region, the corner has its own; the others read
     # only the hole's 4-neighbours and see every disc on its own.
@@ -172,3 +172,41 @@ def test_no_hole_costs_no_motion(name, case, monkeypatch) -> None:
     empty = np.zeros_like(hole)
     output = baselines.get_method(name)(frames, empty, future)
     assert np.array_equal(output, frames[-1], equal_nan=True)
+
+
+def test_a_grown_region_holds_the_region_at_the_offset_inside_gives() -> None:
+    """Cutting ``inside(region, grown(region))`` from an array of the grown crop gives the
+    array of the region, clipped at the grid's edges."""
+    shape = (50, 70)
+    field = np.arange(shape[0] * shape[1]).reshape(shape)
+    region = (slice(3, 20), slice(40, 68))
+    outer = crops.grown(region, 5, shape)
+    assert outer == (slice(0, 25), slice(35, 70))
+    np.testing.assert_array_equal(field[outer][crops.inside(region, outer)], field[region])
+
+
+def test_lead_reach_is_the_oldest_frame_a_hole_pixel_is_advected_from(case) -> None:
+    """The largest lead of the hole (persisting 3 frames: its pixels were last seen 3 steps
+    back, the current frame not counted), and 0 for a hole no frame ever saw."""
+    frames, hole, _ = case
+    _, lead = baselines._latest_valid(frames[:-1], hole)
+    assert baselines.lead_reach(frames, hole) == int(np.nanmax(lead)) == 3
+    blocked = frames.copy()
+    blocked[:, hole] = np.nan
+    assert baselines.lead_reach(blocked, hole) == 0
+    assert baselines.lead_reach(frames[-1:], hole) == 0
+
+
+def test_a_hole_never_seen_keeps_small_crops_and_equals_the_whole_grid(case) -> None:
+    """A beam blockage present in every frame moves nothing: its crop reaches the ring and
+    stencil only, however long the window, and the fill equals the whole grid's."""
+    frames, hole, future = case
+    blocked = frames.copy()
+    blocked[:, hole] = np.nan
+    flows = baselines._REGISTRY["advection_boundary"].motion(blocked, None, hole)
+    assert [flow.steps for flow in flows] == [0]
+    output = baselines.get_method("advection_boundary")(blocked, hole)
+    expected = whole_grid("advection_boundary", blocked, hole, future)[hole]
+    np.testing.assert_allclose(
+        output[hole], np.clip(np.nan_to_num(expected), 0.0, None), rtol=CROP_RTOL, atol=CROP_ATOL
+    )

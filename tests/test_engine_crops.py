@@ -82,11 +82,40 @@ def test_too_small_a_margin_is_caught(case, monkeypatch) -> None:
         tiny_model("baseline", head_scale=0.05), window=6, interval_minutes=5, device="cpu"
     )
     prediction, _ = whole_grid(infill, frames, hole)
-    monkeypatch.setattr(engine, "NETWORK_MARGIN", 0)
-    monkeypatch.setattr(envelope, "EVIDENCE_RADIUS", 0)
-    monkeypatch.setattr(features, "crop_margin", lambda flow, frames: 2)
+    monkeypatch.setattr(engine, "CROP_MARGIN", 0)
+    monkeypatch.setattr(features, "crop_margin", lambda flow, frames, hole: 2)
     difference = np.abs(infill.predict(frames, hole)[hole] - prediction).max()
     assert difference > 100 * TOLERANCE * prediction.max()
+
+
+@pytest.mark.parametrize("variant", ["baseline", "lstm_attention"])
+def test_a_long_outage_keeps_the_network_crop_and_matches_the_whole_grid(
+    variant, monkeypatch
+) -> None:
+    """30 steps of outage: the advected prior reaches far beyond the network's margin (its
+    inputs are built on a wider crop), yet the network runs on the hole plus CROP_MARGIN and
+    agrees with the whole grid as closely as on a short outage."""
+    frames = translating_rain(SHAPE, velocity=(2.3, -1.2), steps=32, noise=0.3) * 0.5
+    hole = disc(SHAPE, (200, 260), 40)
+    frames[-30:, hole] = np.nan
+    infill = InfillEngine(
+        tiny_model(variant, head_scale=0.05), window=6, interval_minutes=5, device="cpu"
+    )
+    flow = motion.estimate(np.where(hole, np.nan, frames[-3:]))
+    assert features.crop_margin(flow, frames, hole) > 2 * engine.CROP_MARGIN
+    shapes: list[tuple[int, ...]] = []
+    forward = InfillEngine._forward
+
+    def recording(self, model, device, inputs):
+        shapes.extend(item.aux.shape[1:] for item in inputs)
+        return forward(self, model, device, inputs)
+
+    monkeypatch.setattr(InfillEngine, "_forward", recording)
+    cropped = infill.predict(frames, hole)[hole]
+    ((rows, cols),) = crops.regions(hole, engine.CROP_MARGIN, infill._align)
+    assert shapes == [(rows.stop - rows.start, cols.stop - cols.start)]
+    prediction, _ = whole_grid(infill, frames, hole)
+    assert np.abs(cropped - prediction).max() <= TOLERANCE * prediction.max()
 
 
 def test_crops_of_one_shape_share_a_forward_pass(case, monkeypatch) -> None:

@@ -179,3 +179,15 @@ def test_to_tensors_batches_inputs(inputs, frames, hole):
     smaller = prepare(frames[:, :32], hole[:32], window=WINDOW, interval_minutes=5)
     with pytest.raises(ValueError, match="differ in shape"):
         to_tensors([inputs, smaller])
+
+
+def test_a_long_outage_advects_from_frames_older_than_the_window(hole):
+    """10 frames, the hole missing in the last 8: its rain comes from frame 1, beyond the
+    6-frame window, as the advection baseline given every frame finds it."""
+    frames = translating_rain(SHAPE, steps=10) / 10.0
+    frames[-8:][:, hole] = np.nan
+    assert baselines.lead_reach(frames, hole) == 8 > WINDOW
+    inputs = prepare(frames, hole, window=WINDOW, interval_minutes=5)
+    baseline = baselines.get_method("advection_boundary")(frames, hole)
+    assert baseline[hole].max() > 0
+    np.testing.assert_allclose(inputs.aux[AUX_ADVECTED][hole], baseline[hole] * PER_HOUR, rtol=1e-6)

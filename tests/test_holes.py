@@ -305,3 +305,25 @@ def test_no_data_that_means_dry_is_not_a_hole(samples: Path) -> None:
     assert not report.failure.any()
     assert report.missing_radars == frozenset()
     assert np.array_equal(report.outside, field.nodata & ~report.coverage)
+
+
+def test_sites_whose_disc_misses_a_component_do_not_change_its_cause(
+    complete: Field, distances, monkeypatch: pytest.MonkeyPatch
+):
+    """Judging every large component from only the sites whose disc reaches it gives the
+    labels that judging it from every listed site gives (a wedge, a square, a whole disc)."""
+    lon, lat = complete.grid.lonlat()
+    _, azimuth = holes.great_circle(SITES["ros"].lon, SITES["ros"].lat, lon, lat)
+    sector = (azimuth >= 150) & (azimuth <= 165) & (distances["ros"] >= 30)
+    sector &= distances["ros"] <= 140
+    row, col = _pixel(complete, 10.5, 51.6)
+    square = np.zeros(complete.grid.shape, dtype=bool)
+    square[row - 35 : row + 35, col - 35 : col + 35] = True
+    disc = distances["oft"] <= 150.0
+    failure = (sector | square | disc) & holes.coverage(complete.grid, OPERATIONAL, 150.0)
+    args = (failure, complete.grid, OPERATIONAL, 150.0)
+    filtered = holes.classify_components(*args)
+    monkeypatch.setattr(holes, "_sites_reaching", lambda inside, window, sites, discs: sites)
+    every = holes.classify_components(*args)
+    assert {holes.WEDGE, holes.OTHER} <= set(np.unique(filtered[failure]))
+    np.testing.assert_array_equal(filtered, every)
