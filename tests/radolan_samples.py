@@ -14,6 +14,9 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
+from radinfill.radolan.sites import SITES
 from tests.conftest import SAMPLES
 
 #: Product ids whose payload is one RVP6 byte per pixel; every other id uses two bytes.
@@ -74,3 +77,15 @@ def shrink(product: bytes, rows: int, cols: int, payload: bytes | None = None) -
     assert by is not None
     size = str(len(head) + 1 + len(body)).rjust(len(by.group(1))).encode()
     return head[: by.start(1)] + size + head[by.end(1) :] + b"\x03" + body
+
+
+def haversine_km(lon: np.ndarray, lat: np.ndarray, site: str) -> np.ndarray:
+    """Great-circle distance (km) of points from a radar site, written out independently of
+    the code under test (which uses pyproj)."""
+    s = SITES[site]
+    p1, p2 = np.radians(s.lat), np.radians(lat)
+    a = (
+        np.sin((p2 - p1) / 2) ** 2
+        + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon - s.lon) / 2) ** 2
+    )
+    return 2 * 6371.0088 * np.arcsin(np.sqrt(a))

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from radinfill.daemon import service_config
 from radinfill.daemon.sdnotify import Notifier
 from radinfill.daemon.service import Service
 from radinfill.daemon.telemetry import Metrics
+from radinfill.stream import StreamManifest, write_stream
 
 #: Settings that keep a test run short: fast settling, frequent reconcile scans, no shadow job.
 FAST = {
@@ -39,6 +41,24 @@ FAST = {
     "model": "baseline:advection",
     "device": "cpu",
 }
+
+
+def oft_stream(directory: Path, steps: int) -> StreamManifest:
+    """``steps`` RY products from 2025-06-01 12:00 UTC, 200 x 200, in which radar oft fails
+    now and then (seed 0: at steps 5, 9-11 and 16-19): the service tests' feed."""
+    return write_stream(
+        directory,
+        grid=(200, 200),
+        steps=steps,
+        start=datetime(2025, 6, 1, 12, 0, tzinfo=UTC),
+        seed=0,
+        outage_options={
+            "kinds": ("full",),
+            "p_fail": 0.2,
+            "mean_duration_steps": 4,
+            "sites": ("oft",),
+        },
+    )
 
 
 def service_document(root: Path, **service: Any) -> dict[str, Any]:

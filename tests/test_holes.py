@@ -18,6 +18,7 @@ from scipy import ndimage
 from radinfill import holes
 from radinfill.radolan import Field, read_one
 from radinfill.radolan.sites import OPERATIONAL, SITES
+from tests.radolan_samples import haversine_km
 
 RW_NHB = "dwdradar/tests/raa01-rw_10000-1907010950-dwd---bin_weatherRadolan"
 YW_ASB_NHB = "dwdradar/tests/raa01-yw2017.002_10000-2006131525-dwd---bin"
@@ -30,17 +31,6 @@ WX_WEDGE = "wradlib-data/showcase/raa01-wx_10000-1408102050-dwd---bin.gz"
 
 def _read(samples: Path, name: str) -> Field:
     return read_one(samples / name)
-
-
-def _haversine_km(lon: np.ndarray, lat: np.ndarray, site: str) -> np.ndarray:
-    """Great-circle distance (km) of points from a site, written out independently."""
-    s = SITES[site]
-    p1, p2 = np.radians(s.lat), np.radians(lat)
-    a = (
-        np.sin((p2 - p1) / 2) ** 2
-        + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon - s.lon) / 2) ** 2
-    )
-    return 2 * 6371.0088 * np.arcsin(np.sqrt(a))
 
 
 def _pixel(field: Field, lon: float, lat: float) -> tuple[int, int]:
@@ -103,7 +93,7 @@ def test_interior_radar_outage_found_though_hole_is_tiny(samples: Path, hhmm: st
     _check_invariants(field, report)
     assert report.missing_radars == {"boo"}
     assert 0 < report.causes["radar"] <= report.pixels < 0.005 * report.coverage.sum()
-    boo = _haversine_km(*field.grid.lonlat(), "boo") <= 150.0
+    boo = haversine_km(*field.grid.lonlat(), "boo") <= 150.0
     assert (report.labels == holes.RADAR)[~boo].sum() == 0
 
 
@@ -184,7 +174,7 @@ def complete(samples: Path) -> Field:
 @pytest.fixture(scope="module")
 def distances(complete: Field) -> dict[str, np.ndarray]:
     lon, lat = complete.grid.lonlat()
-    return {s: _haversine_km(lon, lat, s) for s in OPERATIONAL}
+    return {s: haversine_km(lon, lat, s) for s in OPERATIONAL}
 
 
 def test_removed_radar_is_reported_with_cause_radar(complete: Field, distances):
@@ -265,7 +255,7 @@ def test_disc_uses_great_circle_distance(complete: Field, site: str, radius: flo
     """A disc matches the haversine distance from pixel lon/lat, not projected distance."""
     mask = holes.coverage(complete.grid, [site], radius)
     lon, lat = complete.grid.lonlat()
-    truth = _haversine_km(lon, lat, site) <= radius
+    truth = haversine_km(lon, lat, site) <= radius
     assert (mask != truth).sum() <= 3
     x, y = np.meshgrid(complete.grid.x, complete.grid.y)
     row, col = _pixel(complete, SITES[site].lon, SITES[site].lat)

@@ -31,8 +31,8 @@ from radinfill.radolan import (
     read,
     write,
 )
-from radinfill.radolan.sites import OPERATIONAL, SITES
-from tests.radolan_samples import unpack
+from radinfill.radolan.sites import OPERATIONAL
+from tests.radolan_samples import haversine_km, unpack
 
 ODIM_RW = "radolan-guide/hdf5/raa01-rw_10000-latest-dwd---bin.hdf5"
 ODIM_RV_TAR = "brightsky/tests/data/composite_rv_20250923_0855.tar"
@@ -332,16 +332,6 @@ def test_tar_replacement_of_an_absent_member_is_refused(samples: Path) -> None:
 # --- hole detection on DE1200 --------------------------------------------------------------------
 
 
-def _haversine_km(lon: np.ndarray, lat: np.ndarray, site: str) -> np.ndarray:
-    s = SITES[site]
-    p1, p2 = np.radians(s.lat), np.radians(lat)
-    a = (
-        np.sin((p2 - p1) / 2) ** 2
-        + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon - s.lon) / 2) ** 2
-    )
-    return 2 * 6371.0088 * np.arcsin(np.sqrt(a))
-
-
 @pytest.mark.parametrize("index", range(3))
 def test_real_odim_composites_miss_no_radar(samples: Path, index: int) -> None:
     name, data = _products(samples)[index]
@@ -359,8 +349,8 @@ def test_a_radar_dropped_from_the_nodes_leaves_a_radar_hole_on_its_disc(samples:
     name, data = _products(samples)[0]
     grid = decode(data).grid
     lon, lat = grid.lonlat()
-    others = np.min([_haversine_km(lon, lat, s) for s in OPERATIONAL if s != "boo"], axis=0)
-    own = _haversine_km(lon, lat, "boo")
+    others = np.min([haversine_km(lon, lat, s) for s in OPERATIONAL if s != "boo"], axis=0)
+    own = haversine_km(lon, lat, "boo")
     exclusive = (own <= 150.0) & (others > 150.0)
 
     def outage(h5: h5py.File) -> None:

@@ -46,6 +46,7 @@ from tests.service_helpers import (
     handled,
     info_labels,
     make_config,
+    oft_stream,
     outcomes,
     output_sets,
     running,
@@ -67,19 +68,7 @@ SLOW = 30.0
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory: pytest.TempPathFactory) -> StreamManifest:
     """30 RY products, 200 x 200; radar oft fails at steps 5, 9-11 and 16-19."""
-    return write_stream(
-        tmp_path_factory.mktemp("service-stream"),
-        grid=(200, 200),
-        steps=STEPS,
-        start=START,
-        seed=0,
-        outage_options={
-            "kinds": ("full",),
-            "p_fail": 0.2,
-            "mean_duration_steps": 4,
-            "sites": ("oft",),
-        },
-    )
+    return oft_stream(tmp_path_factory.mktemp("service-stream"), STEPS)
 
 
 def _holed(stream: StreamManifest) -> list[StreamStep]:

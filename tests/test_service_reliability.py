@@ -25,6 +25,7 @@ from tests.service_helpers import (
     deliver,
     handled,
     make_config,
+    oft_stream,
     outcomes,
     running,
     sample,
@@ -40,19 +41,7 @@ GRID = (200, 200)
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory: pytest.TempPathFactory) -> StreamManifest:
     """12 RY products of June 2025, 200 x 200; radar oft fails at steps 5 and 9-11."""
-    return write_stream(
-        tmp_path_factory.mktemp("reliability-stream"),
-        grid=GRID,
-        steps=12,
-        start=datetime(2025, 6, 1, 12, 0, tzinfo=UTC),
-        seed=0,
-        outage_options={
-            "kinds": ("full",),
-            "p_fail": 0.2,
-            "mean_duration_steps": 4,
-            "sites": ("oft",),
-        },
-    )
+    return oft_stream(tmp_path_factory.mktemp("reliability-stream"), 12)
 
 
 def _holed(stream: StreamManifest) -> StreamStep:
