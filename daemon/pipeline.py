@@ -359,7 +359,8 @@ class Pipeline:
     def encode(self, job: Job) -> Job:
         """The drop-in product in the format it came in (the input's bytes for a field without
         holes; a bundle with only its infilled member re-encoded), and the field downstream
-        reads from it (decoded again: the netCDF holds what the product holds)."""
+        reads from it (an infilled product is decoded again, so the netCDF holds what the
+        product holds; a pass-through holds the input's field)."""
         fld, path = job.fld, job.arrival.path
         try:
             job.targets = outputs.output_paths(
@@ -368,8 +369,9 @@ class Pipeline:
         except outputs.OutputPathError as err:  # never written outside the output tree
             raise Quarantine("unsupported", str(err)) from None
         if not job.filled:
-            job.product = job.data
-        elif radolan.member_name(fld, str(path)) is None:  # a file of one product
+            job.product, job.output = job.data, fld
+            return job
+        if radolan.member_name(fld, str(path)) is None:  # a file of one product
             job.product = radolan.dumps(job.filled[id(fld)], job.targets.radolan.name)
         else:
             members = {
@@ -422,7 +424,8 @@ class Pipeline:
             hole_pixels=job.report.pixels,
         )
         self._note(job, "done")
-        self.ledger.remember_grid(fld.product, fld.values.shape)
+        if self.ledger.grid(fld.product) is None:  # a read; the write only for a first field
+            self.ledger.remember_grid(fld.product, fld.values.shape)
         if job.current is not None:
             _remove_superseded(job.current.outputs, job.written)
         self._after_write(job.targets, job.written, fld.time)
