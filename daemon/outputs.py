@@ -3,11 +3,14 @@ and the quarantine of inputs it cannot use.
 
 Every file is written temp -> fsync -> rename in its target directory, so a reader (a downstream
 watcher on the output tree) only ever sees complete files, each appearing as one rename. The
-order is RADOLAN, netCDF, sidecar: the sidecar, listing the other files with their checksums,
+order is RADOLAN, netCDF, sidecar, in two calls: :meth:`Writer.publish` puts the drop-in product
+in place as soon as it is encoded (what the warning chain waits for), :meth:`Writer.write` then
+adds the netCDF and the sidecar. The sidecar, listing the other files with their checksums,
 appears last, so its presence means the set is complete; a set being replaced (a correction)
-loses its sidecar first, and a failed netCDF write removes the previous version's netCDF, so no
-sidecar ever vouches for a mix of versions. A re-run of the same input (after a crash between
-writing and recording) rewrites the same files with the same content.
+loses its sidecar before its new product appears, and a failed netCDF write removes the
+previous version's netCDF, so no sidecar ever vouches for a mix of versions. A re-run of the
+same input (after a crash between writing and recording) rewrites the same files with the
+same content.
 
 Writes are retried (tenacity, bounded, never past a shutdown) on transient OS errors only:
 a full disk or a permission error is not transient and fails the product at once.
@@ -168,27 +171,40 @@ class Writer:
         self.stop = stop if stop is not None else threading.Event()
         self.on_retry = on_retry
 
+    def publish(self, paths: OutputPaths, product: bytes, *, version: int) -> Path:
+        """Put the drop-in product in place: the first output of a set, written before the
+        netCDF and the sidecar are built (:meth:`write`) so that downstream never waits for them.
+
+        ``product`` is the product's bytes in the format of the input (the input's own bytes
+        when nothing was infilled: downstream still sees every time step); ``version`` > 1 marks
+        a correction, which withdraws the published set's sidecar first. Returns the path.
+        """
+        permissions.make_dirs(paths.radolan.parent)  # a dated output_name
+        # A set being replaced (a correction) loses its claim first: until the new sidecar is
+        # in place no sidecar vouches for files that may be half old, half new.
+        paths.sidecar.unlink(missing_ok=True)
+        correction = version > 1
+        self._io("write_radolan", correction, atomic.write_bytes, paths.radolan, product, self.mode)
+        return paths.radolan
+
     def write(
         self,
         paths: OutputPaths,
         *,
-        product: bytes,
         output: Field,
         hole: np.ndarray,
         provenance: Mapping[str, str],
         record: Mapping[str, Any],
     ) -> list[Path]:
-        """Write the outputs; returns the paths written.
+        """Complete the set :meth:`publish` began: the netCDF, then the sidecar. Returns every
+        path of the set, the product's included.
 
         Parameters
         ----------
         paths
-            Targets (:func:`output_paths`).
-        product
-            The drop-in product's bytes, in the format of the input (the input's own bytes
-            when nothing was infilled: downstream still sees every time step).
+            Targets (:func:`output_paths`); ``paths.radolan`` is published.
         output
-            The field ``product`` holds (of a bundle: the infilled member), for the netCDF.
+            The field the published product holds (of a bundle: the infilled member).
         hole
             bool ``(rows, cols)``: infilled pixels (the netCDF ``infill_mask``).
         provenance
@@ -196,12 +212,7 @@ class Writer:
         record
             The sidecar's content (JSON values); the output checksums are added.
         """
-        permissions.make_dirs(paths.radolan.parent)  # a dated output_name
         correction = record.get("version", 1) > 1
-        # A set being replaced (a correction) loses its claim first: until the new sidecar is
-        # in place no sidecar vouches for files that may be half old, half new.
-        paths.sidecar.unlink(missing_ok=True)
-        self._io("write_radolan", correction, atomic.write_bytes, paths.radolan, product, self.mode)
         written = [paths.radolan]
         if self.netcdf:
             dataset = to_dataset([output])

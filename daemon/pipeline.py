@@ -24,9 +24,11 @@ metrics), so tests drive it directly with real files.
    to do.
 6. **encode** the drop-in product in the format it came in (binary, ODIM_H5, a bundle with
    only its infilled members re-encoded; the input's bytes when nothing was infilled).
-7. **write** the product, netCDF and sidecar (:class:`~radinfill.daemon.outputs.Writer`), then
-8. **record** the version in the ledger: a crash in between re-runs the product with the same
-   version. An output name that would leave ``outgoing`` quarantines the input.
+7. **publish** it: downstream has the gap-free product now, before anything else is made
+   (the holes' attribution to causes, the netCDF, the sidecar: none of it delays it).
+8. **write** the netCDF and the sidecar (:class:`~radinfill.daemon.outputs.Writer`), then
+9. **record** the version in the ledger: a crash anywhere before re-runs the product with the
+   same version. An output name that would leave ``outgoing`` quarantines the input.
 """
 
 from __future__ import annotations
@@ -146,9 +148,9 @@ class Job:
     method: str = "none"
     fallback: str = ""
     current: Entry | None = None
+    version: int = 0
     targets: outputs.OutputPaths = None  # type: ignore[assignment]  # set by ``encode``
     product: bytes = b""
-    output: Field = None  # type: ignore[assignment]  # set by ``encode``
     details: dict[str, Any] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
     entry: Entry | None = None
@@ -275,6 +277,7 @@ class Pipeline:
             self.holes,
             self.infill,
             self.encode,
+            self.publish,
             self.write,
             self.record,
         )
@@ -358,9 +361,7 @@ class Pipeline:
 
     def encode(self, job: Job) -> Job:
         """The drop-in product in the format it came in (the input's bytes for a field without
-        holes; a bundle with only its infilled member re-encoded), and the field downstream
-        reads from it (an infilled product is decoded again, so the netCDF holds what the
-        product holds; a pass-through holds the input's field)."""
+        holes; a bundle with only its infilled member re-encoded)."""
         fld, path = job.fld, job.arrival.path
         try:
             job.targets = outputs.output_paths(
@@ -369,7 +370,7 @@ class Pipeline:
         except outputs.OutputPathError as err:  # never written outside the output tree
             raise Quarantine("unsupported", str(err)) from None
         if not job.filled:
-            job.product, job.output = job.data, fld
+            job.product = job.data
             return job
         if radolan.member_name(fld, str(path)) is None:  # a file of one product
             job.product = radolan.dumps(job.filled[id(fld)], job.targets.radolan.name)
@@ -380,15 +381,26 @@ class Pipeline:
                 if id(f) in job.filled
             }
             job.product = radolan.dumps_tar(job.data, members, str(path))
-        written = radolan.loads(job.product, str(job.targets.radolan))
-        job.output = written[next(i for i, f in enumerate(job.fields) if f is fld)]
+        return job
+
+    def publish(self, job: Job) -> Job:
+        """The drop-in product in place as the next version of its time step (the ledger's
+        current one plus one), before the rest of the set is made."""
+        fld = job.fld
+        job.current = self.ledger.current(fld.product, fld.time)
+        job.version = 1 if job.current is None else job.current.version + 1
+        self.writer.publish(job.targets, job.product, version=job.version)
         return job
 
     def write(self, job: Job) -> Job:
-        """Every output of the next version (see :class:`~radinfill.daemon.outputs.Writer`)."""
-        fld, report, path = job.fld, job.report, job.arrival.path
-        job.current = self.ledger.current(fld.product, fld.time)
-        version = 1 if job.current is None else job.current.version + 1
+        """The netCDF and the sidecar of the published product (see
+        :class:`~radinfill.daemon.outputs.Writer`). The netCDF holds the field the product
+        holds: an infilled product is decoded again (a pass-through: the input's field)."""
+        fld, report, path, version = job.fld, job.report, job.arrival.path, job.version
+        output = fld
+        if job.filled:
+            written = radolan.loads(job.product, str(job.targets.radolan))
+            output = written[next(i for i, f in enumerate(job.fields) if f is fld)]
         job.details = {
             "hole_pixels": report.pixels,
             "hole_fraction": report.pixels / max(int(report.coverage.sum()), 1),
@@ -402,8 +414,7 @@ class Pipeline:
         }
         job.written = self.writer.write(
             job.targets,
-            product=job.product,
-            output=job.output,
+            output=output,
             hole=report.failure,
             provenance=self._provenance(path, job.sha256, version, job.details),
             record=self._record(job.arrival, fld, job.sha256, version, job.verdict, job.details),

@@ -41,7 +41,8 @@ __all__ = ["Metrics", "MetricsServer", "configure_logging", "get_logger"]
 END_TO_END_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600)
 #: Outputs renamed minus the product's nominal time, in seconds (DWD delivers minutes late).
 NOMINAL_BUCKETS = (30, 60, 90, 120, 180, 240, 300, 420, 600, 900, 1800, 3600)
-#: One pipeline stage (read, check, classify, holes, infill, write, record), in seconds.
+#: One pipeline stage (read, check, classify, holes, infill, encode, publish, write, record), in
+#: seconds.
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 #: Infilled pixels per product; the top bucket is the whole 900 x 900 national grid.
 HOLE_PIXEL_BUCKETS = (0, 100, 1000, 5000, 10000, 25000, 50000, 100000, 250000, 810000)
@@ -96,8 +97,8 @@ class Metrics:
         )
         self.stage_seconds = Histogram(
             "radinfill_stage_duration_seconds",
-            "Duration of one pipeline stage (read, check, classify, holes, infill, write, record) "
-            "for one product.",
+            "Duration of one pipeline stage (read, check, classify, holes, infill, encode, "
+            "publish, write, record) for one product.",
             ("stage",),
             buckets=STAGE_BUCKETS,
             registry=reg,

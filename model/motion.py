@@ -233,11 +233,14 @@ def _to_uint8(frames: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
     Returns ``None`` for the images when no frame holds rain (nothing to track).
     """
     valid = np.isfinite(frames)
-    logs = np.log1p(np.clip(np.where(valid, frames, 0.0), 0.0, None))
+    # In place on one float32 buffer: this runs for every new frame on the whole grid.
+    logs = np.fmax(frames, np.float32(0.0))  # NaN and negatives -> 0
+    np.log1p(logs, out=logs)
     top = float(logs.max(initial=0.0))
     if top <= 0.0:
         return None, valid
-    return np.round(logs * (255.0 / top)).astype(np.uint8), valid
+    logs *= np.float32(255.0 / top)
+    return np.rint(logs, out=logs).astype(np.uint8), valid
 
 
 def _erode(mask: np.ndarray, pixels: int) -> np.ndarray:

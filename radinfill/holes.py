@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from types import MappingProxyType
 
 import numpy as np
@@ -103,6 +103,11 @@ class HoleReport:
     All masks are (rows, cols) like the field, row 0 = south. The cached ``coverage`` and
     ``expected`` masks are shared between reports and read-only.
 
+    The failure mask and its size are computed at once (a few boolean operations: all an infill
+    needs); the attribution to causes and missing radars, which labels the hole's components
+    and measures their geometry, only when first asked for. The service publishes the drop-in
+    product before it reads them, for its sidecar and metrics.
+
     Attributes
     ----------
     failure
@@ -110,20 +115,8 @@ class HoleReport:
     outside
         bool: no-data pixels outside the nominal coverage (never infilled).
         ``failure | outside`` equals the field's no-data plane.
-    missing_radars
-        Operational sites absent from the header ``MS`` list whose disc contains failure
-        pixels that no listed radar covers (cause :data:`RADAR`). A site whose disc is wholly
-        covered by listed neighbours leaves no trace in the data and is not reported. The
-        historic ``emd`` belongs to the nominal coverage only while listed (no dated network
-        history is assumed), so it is never reported missing.
     pixels
         Number of failure pixels.
-    causes
-        Failure pixel count per cause name (keys of :data:`CAUSES`); the counts sum to
-        ``pixels``.
-    labels
-        uint8 cause code per pixel: :data:`NONE`, :data:`RADAR`, :data:`WEDGE`,
-        :data:`BLIND_ZONE` or :data:`OTHER`.
     coverage
         bool: nominal coverage (operational sites plus other known listed sites).
     expected
@@ -137,18 +130,50 @@ class HoleReport:
         an operational site that an unknown legacy radar stood in for (2009-2014 headers list
         ``ham``, ``han``, ``bln``, ``muc`` ... instead of today's ids): attribution is then
         less reliable.
+    grid, listed
+        The field's grid and the known sites that reported (the causes are judged from them).
     """
 
     failure: np.ndarray
     outside: np.ndarray
-    missing_radars: frozenset[str]
     pixels: int
-    causes: dict[str, int]
-    labels: np.ndarray
     coverage: np.ndarray
     expected: np.ndarray
     radius_km: float
     unknown_sites: frozenset[str]
+    grid: Grid
+    listed: frozenset[str]
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """uint8 cause code per pixel: :data:`NONE`, :data:`RADAR`, :data:`WEDGE`,
+        :data:`BLIND_ZONE` or :data:`OTHER`."""
+        radar = self.failure & ~self.expected
+        labels = classify_components(
+            self.failure & self.expected, self.grid, self.listed, self.radius_km
+        )
+        labels[radar] = RADAR
+        return labels
+
+    @cached_property
+    def causes(self) -> dict[str, int]:
+        """Failure pixel count per cause name (keys of :data:`CAUSES`); the counts sum to
+        ``pixels``."""
+        counts = np.bincount(self.labels.ravel(), minlength=len(CAUSES) + 1)
+        return {name: int(counts[code]) for name, code in CAUSES.items()}
+
+    @cached_property
+    def missing_radars(self) -> frozenset[str]:
+        """Operational sites absent from the header ``MS`` list whose disc contains failure
+        pixels that no listed radar covers (cause :data:`RADAR`).
+
+        A site whose disc is wholly covered by listed neighbours leaves no trace in the data
+        and is not reported. The historic ``emd`` belongs to the nominal coverage only while
+        listed (no dated network history is assumed), so it is never reported missing.
+        """
+        radar = self.failure & ~self.expected
+        discs = _discs(self.grid, self.radius_km)
+        return frozenset(s for s in set(OPERATIONAL) - self.listed if (radar & discs[s]).any())
 
 
 def coverage_radius_km(header: Header) -> float:
@@ -215,25 +240,16 @@ def detect(field: Field) -> HoleReport:
 
     nodata = np.asarray(field.nodata, dtype=bool)
     failure = np.zeros_like(nodata) if field.info.nodata_means_dry else nodata & nominal
-    radar = failure & ~expected
-    labels = classify_components(failure & expected, grid, listed, radius)
-    labels[radar] = RADAR
-
-    missing = frozenset(
-        s for s in set(OPERATIONAL) - listed if (radar & _discs(grid, radius)[s]).any()
-    )
-    counts = np.bincount(labels.ravel(), minlength=len(CAUSES) + 1)
     return HoleReport(
         failure=failure,
         outside=nodata & ~nominal,
-        missing_radars=missing,
-        pixels=int(failure.sum()),
-        causes={name: int(counts[code]) for name, code in CAUSES.items()},
-        labels=labels,
+        pixels=int(np.count_nonzero(failure)),
         coverage=nominal,
         expected=expected,
         radius_km=radius,
         unknown_sites=unknown,
+        grid=grid,
+        listed=listed,
     )
 
 

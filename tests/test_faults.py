@@ -34,9 +34,9 @@ def write(
     filled = outputs.infilled(fld, hole, values)
     writer = outputs.Writer(stop=threading.Event(), on_retry=retries.append, faults=injected)
     targets = outputs.output_paths(out, "{name}", product.name, fld)
+    writer.publish(targets, radolan.dumps(filled, targets.radolan.name), version=version)
     return writer.write(
         targets,
-        product=radolan.dumps(filled, targets.radolan.name),
         output=filled,
         hole=hole,
         provenance={"infill_method": "test"},

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.inotify import InotifyObserver
 
 from radinfill import holes, radolan
 from radinfill.daemon import service as service_module
@@ -476,6 +478,52 @@ def test_field_without_failure_hole_passes_through_byte_identical(
     assert (record["method"], record["hole_pixels"]) == ("none", 0)
     with xr.open_dataset(config.outgoing / f"{step.path.name}.nc") as ds:
         assert not ds["infill_mask"].values.any()
+
+
+@pytest.mark.timeout(120)
+def test_the_drop_in_product_appears_before_its_netcdf_and_sidecar(
+    stream: StreamManifest, tmp_path: Path
+) -> None:
+    """A downstream watcher on the output tree (the real inotify observer) sees each product
+    renamed in first, then its netCDF, then its sidecar; a correction's set loses its sidecar
+    before the corrected product appears."""
+    config = make_config(tmp_path)
+    config.outgoing.mkdir(parents=True)
+    seen: list[tuple[str, str]] = []
+
+    class Watcher(FileSystemEventHandler):
+        def on_moved(self, event: FileSystemEvent) -> None:
+            seen.append(("renamed", Path(str(event.dest_path)).name))
+
+        def on_deleted(self, event: FileSystemEvent) -> None:
+            seen.append(("deleted", Path(str(event.src_path)).name))
+
+    observer = InotifyObserver()
+    observer.schedule(Watcher(), str(config.outgoing))
+    observer.start()
+    holed = _holed(stream)[0]
+    correction = tmp_path / "correction" / holed.path.name
+    correction.parent.mkdir()
+    fld = radolan.read_one(holed.path)
+    values = np.where(fld.nodata, fld.values, fld.values + 0.1).astype(np.float32)
+    correction.write_bytes(radolan.dumps(fld.replace(values=values), correction.name))
+    try:
+        with running(config) as service:
+            deliver(holed.path, _incoming(tmp_path))
+            wait_for(lambda: handled(service) >= 1, SLOW, "the holed product")
+            deliver(correction, _incoming(tmp_path))
+            wait_for(lambda: handled(service) >= 2, SLOW, "its correction")
+            assert outcomes(service) == {"processed": 2.0}
+    finally:
+        observer.stop()
+        observer.join()
+    name = holed.path.name
+    one_set = [("renamed", name), ("renamed", f"{name}.nc"), ("renamed", f"{name}.json")]
+    assert [e for e in seen if not e[1].startswith((".", "latest"))] == [
+        *one_set,
+        ("deleted", f"{name}.json"),
+        *one_set,
+    ]
 
 
 @pytest.mark.timeout(120)
