@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Region", "grown", "infill_regions", "inside", "paste", "regions"]
+__all__ = ["Region", "grown", "infill_regions", "inside", "paste", "regions", "small_components"]
 
 #: A crop of the grid: row and column slices (``array[..., rows, cols]``).
 Region = tuple[slice, slice]
@@ -64,6 +64,15 @@ def regions(hole: np.ndarray, margin: int, align: int = 1) -> list[Region]:
     labels, _ = ndimage.label(hole, structure=_CONNECTIVITY)
     boxes = [_grown(box, margin, align, hole.shape) for box in ndimage.find_objects(labels)]
     return [(slice(r0, r1), slice(c0, c1)) for r0, r1, c0, c1 in _merged(boxes)]
+
+
+def small_components(hole: np.ndarray, pixels: int) -> np.ndarray:
+    """bool ``(rows, cols)``: the pixels of the 8-connected components of ``hole`` that have at
+    most ``pixels`` pixels (the components :func:`regions` would box; none for ``pixels`` < 1)."""
+    labels, count = ndimage.label(hole, structure=_CONNECTIVITY)
+    small = np.bincount(labels.ravel(), minlength=count + 1) <= pixels
+    small[0] = False
+    return small[labels]
 
 
 def grown(region: Region, margin: int, shape: tuple[int, int]) -> Region:

@@ -13,7 +13,7 @@ import pytest
 
 from radinfill import synth
 from radinfill.cuts import wettest_disc_outage
-from radinfill.model import crops, engine, envelope, features, motion
+from radinfill.model import baselines, crops, engine, envelope, features, motion
 from radinfill.model.engine import InfillEngine
 from radinfill.radolan import grid_for
 from tests.test_checkpoint import tiny_model
@@ -73,6 +73,43 @@ def test_every_variant_on_crops_matches_the_whole_grid(variant, case) -> None:
     assert not infill.fallbacks  # the envelope let the network through: its output is compared
     assert np.abs(output[hole] - expected).max() <= scale
     assert np.array_equal(output[~hole], frames[-1][~hole], equal_nan=True)
+
+
+def test_specks_are_the_baselines_and_cost_the_network_nothing(case, monkeypatch) -> None:
+    """Components of at most SMALL_HOLE_PIXELS get the fallback baseline's values and no crop;
+    the network fills the rest as it would with the specks merely missing. Without a fallback
+    the network fills the specks too."""
+    frames, hole = case
+    specks = np.zeros_like(hole)
+    specks[400, 20] = specks[30, 500:502] = True  # 1 and 2 px, far from the discs
+    specks[300:308, 400:408] = True  # 64 px: still a speck
+    frames = frames.copy()
+    frames[-1, specks] = np.nan
+    model = tiny_model("lstm_attention", head_scale=0.05)
+    infill = InfillEngine(model, window=6, interval_minutes=5, device="cpu")
+    shapes = []
+    forward = infill._forward
+    monkeypatch.setattr(
+        infill, "_forward", lambda *a: shapes.extend(i.aux.shape for i in a[2]) or forward(*a)
+    )
+    ran = infill.run(frames, hole | specks)
+    assert len(shapes) == 2  # the two regions of the discs, none for the specks
+    area = sum(rows * cols for *_, rows, cols in shapes)
+    prior = baselines.get_method(infill.fallback)(frames, specks)
+    assert np.array_equal(ran.values[specks], prior[specks])
+    alone = infill.run(frames, hole)
+    assert ran.method == alone.method == "lstm_attention"
+    assert np.array_equal(ran.values[hole], alone.values[hole])
+    only = infill.run(frames, specks)
+    assert (only.method, only.fallback) == (infill.fallback, "")
+    assert np.array_equal(only.values, prior, equal_nan=True)
+    shapes.clear()
+    bare = InfillEngine(model, window=6, interval_minutes=5, device="cpu", fallback=None)
+    monkeypatch.setattr(
+        bare, "_forward", lambda *a: shapes.extend(i.aux.shape for i in a[2]) or forward(*a)
+    )
+    bare.run(frames, hole | specks)
+    assert sum(rows * cols for *_, rows, cols in shapes) > 1.5 * area
 
 
 def test_too_small_a_margin_is_caught(case, monkeypatch) -> None:
