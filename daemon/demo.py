@@ -27,7 +27,9 @@ import shutil
 import time
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from datetime import UTC, datetime
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -66,28 +68,10 @@ def run(
     print(
         f"writing a synthetic RY stream of {steps} products ({grid[0]}x{grid[1]}) ...", flush=True
     )
-    manifest = stream.write_stream(
-        feed / "synthetic",
-        product="RY",
-        grid=grid,
-        steps=steps,
-        start=datetime(2025, 6, 1, 12, 0, tzinfo=UTC),
-        seed=7,
-        preset="mixed",
-        outage_options={"p_fail": 0.08},
-    )
-    print(f"writing a synthetic ODIM_H5 RV stream of {ODIM_STEPS} products (DWD's format) ...")
-    odim = stream.write_stream(
-        feed / "odim",
-        product="RV",
-        grid=ODIM_GRID,
-        steps=ODIM_STEPS,
-        start=datetime(2025, 12, 1, 6, 0, tzinfo=UTC),
-        seed=11,
-        preset="mixed",
-        outage_options={"p_fail": 0.2},
-        file_format="odim",
-    )
+    # The streams are made in a child process: their generation peaks at several hundred MB
+    # that this process, which then runs the service, would otherwise keep.
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        manifest, odim = (job.result() for job in _write_streams(pool, feed, steps, grid))
     deliveries = [*manifest.files, *odim.files]
     samples = data if data is not None else sample_data_dir()
     if real and samples is not None and (samples / _REAL_SEQUENCE).is_dir():
@@ -229,6 +213,37 @@ def _summary(sidecars: list[dict[str, Any]], latencies: list[float], delivered: 
             f"end-to-end latency (arrival -> outputs renamed): p50 {p50:.2f} s, "
             f"p95 {p95:.2f} s, max {p100:.2f} s"
         )
+
+
+def _write_streams(
+    pool: Executor, feed: Path, steps: int, grid: tuple[int, int]
+) -> tuple[Future[stream.StreamManifest], Future[stream.StreamManifest]]:
+    """The synthetic RY stream with its truth and the ODIM_H5 RV stream, written by ``pool``."""
+    synthetic = pool.submit(
+        stream.write_stream,
+        feed / "synthetic",
+        product="RY",
+        grid=grid,
+        steps=steps,
+        start=datetime(2025, 6, 1, 12, 0, tzinfo=UTC),
+        seed=7,
+        preset="mixed",
+        outage_options={"p_fail": 0.08},
+    )
+    print(f"writing a synthetic ODIM_H5 RV stream of {ODIM_STEPS} products (DWD's format) ...")
+    odim = pool.submit(
+        stream.write_stream,
+        feed / "odim",
+        product="RV",
+        grid=ODIM_GRID,
+        steps=ODIM_STEPS,
+        start=datetime(2025, 12, 1, 6, 0, tzinfo=UTC),
+        seed=11,
+        preset="mixed",
+        outage_options={"p_fail": 0.2},
+        file_format="odim",
+    )
+    return synthetic, odim
 
 
 def _scores(manifest: stream.StreamManifest, outgoing: Path) -> dict[str, float]:

@@ -45,7 +45,7 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from radinfill import code_version, permissions
+from radinfill import code_version, heap, permissions
 from radinfill.daemon import live_model, outputs, shadow
 from radinfill.daemon.catalog import Catalog
 from radinfill.daemon.intake import Arrival, WorkQueue, settled
@@ -55,7 +55,7 @@ from radinfill.daemon.sdnotify import Notifier, watchdog_interval
 from radinfill.daemon.service_config import ServiceConfig
 from radinfill.daemon.telemetry import Metrics, MetricsServer, configure_logging
 from radinfill.daemon.watcher import Watcher, scan
-from radinfill.model import baselines
+from radinfill.model import baselines, memo
 
 __all__ = ["Service"]
 
@@ -271,6 +271,8 @@ class Service:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
+        memo.release()  # the flows and factorisations of the outages served
+        heap.release_free_memory()
         _log.info("service_stopped", processed=self.processed)
 
     def _serve_metrics(self) -> MetricsServer:

@@ -98,6 +98,11 @@ _SUPERLU = MappingProxyType(
 #: Factorised Laplace matrices kept (:func:`_laplace`), about 50 MB each for a 150 km disc: one
 #: for the outage being served and one for a second product or the ``laplace`` method.
 FACTOR_CACHE_SIZE = 2
+#: ... and the bytes they may hold. The factors grow faster than the hole: one of 255,000 px
+#: (several radars out at once on 900 x 900) holds 160 MB, and two such kept for good doubled
+#: the demo's memory. Within 192 MB: two 150 km discs, or one such outage; a larger hole is
+#: factorised again for each field (about 1.2 s at 255,000 px) rather than held.
+FACTOR_CACHE_BYTES = 192 * 2**20
 #: Pixels read beyond a computed point: the bilinear sample at a trajectory's end (1) and the
 #: 4-neighbours of the Laplace solve around a hole (1).
 STENCIL_REACH = 2
@@ -347,7 +352,15 @@ def advection_with_flow(
     return _finish(frames[-1], hole, _boundary_advection(frames, hole, flow, sigma_per_step, ring))
 
 
-_FACTORS: memo.ContentCache[scipy.sparse.linalg.SuperLU] = memo.ContentCache(FACTOR_CACHE_SIZE)
+def _factor_bytes(factors: scipy.sparse.linalg.SuperLU) -> int:
+    """Bytes a sparse factorisation holds, from its count of non-zeros in L and U: a float64
+    value and an int32 index each (``factors.L`` would build a copy to measure)."""
+    return int(factors.nnz) * (8 + 4)
+
+
+_FACTORS: memo.ContentCache[scipy.sparse.linalg.SuperLU] = memo.ContentCache(
+    FACTOR_CACHE_SIZE, max_bytes=FACTOR_CACHE_BYTES, sizeof=_factor_bytes
+)
 
 
 # --- hole fillers (pure; frames float32 with the current hole already NaN) ---------------------

@@ -41,3 +41,33 @@ def test_the_least_recently_used_entry_is_evicted() -> None:
 def test_a_cache_needs_room() -> None:
     with pytest.raises(ValueError, match="at least one"):
         memo.ContentCache(0)
+
+
+def test_a_byte_budget_evicts_the_oldest_and_keeps_nothing_larger_than_itself() -> None:
+    cache: memo.ContentCache[bytes] = memo.ContentCache(3, max_bytes=10, sizeof=len)
+    computed: list[bytes] = []
+
+    def compute(value: bytes):
+        return lambda: computed.append(value) or value
+
+    cache.get(b"a", compute(b"aaaa"))
+    cache.get(b"b", compute(b"bbbb"))
+    assert (len(cache), cache.nbytes) == (2, 8)
+    cache.get(b"c", compute(b"cccc"))  # 12 bytes > 10: the oldest goes, though 3 would fit
+    assert (len(cache), cache.nbytes) == (2, 8)
+    assert cache.get(b"big", compute(b"x" * 11)) == b"x" * 11  # returned, never kept
+    assert (len(cache), cache.nbytes) == (2, 8)
+    cache.get(b"big", compute(b"x" * 11))
+    cache.get(b"b", compute(b"never"))
+    cache.get(b"a", compute(b"aaaa again"))
+    assert computed == [b"aaaa", b"bbbb", b"cccc", b"x" * 11, b"x" * 11, b"aaaa again"]
+    with pytest.raises(ValueError, match="go together"):
+        memo.ContentCache(2, max_bytes=10)
+
+
+def test_release_empties_every_cache() -> None:
+    caches = [memo.ContentCache[int](2), memo.ContentCache[int](3)]
+    for n, cache in enumerate(caches):
+        cache.get(b"k", lambda n=n: n)
+    memo.release()
+    assert [len(cache) for cache in caches] == [0, 0]
