@@ -217,33 +217,32 @@ def _summary(sidecars: list[dict[str, Any]], latencies: list[float], delivered: 
 
 def _write_streams(
     pool: Executor, feed: Path, steps: int, grid: tuple[int, int]
-) -> tuple[Future[stream.StreamManifest], Future[stream.StreamManifest]]:
+) -> list[Future[stream.StreamManifest]]:
     """The synthetic RY stream with its truth and the ODIM_H5 RV stream, written by ``pool``."""
-    synthetic = pool.submit(
-        stream.write_stream,
-        feed / "synthetic",
-        product="RY",
-        grid=grid,
-        steps=steps,
-        start=datetime(2025, 6, 1, 12, 0, tzinfo=UTC),
-        seed=7,
-        preset="mixed",
-        outage_options={"p_fail": 0.08},
-    )
     print(f"writing a synthetic ODIM_H5 RV stream of {ODIM_STEPS} products (DWD's format) ...")
-    odim = pool.submit(
-        stream.write_stream,
-        feed / "odim",
-        product="RV",
-        grid=ODIM_GRID,
-        steps=ODIM_STEPS,
-        start=datetime(2025, 12, 1, 6, 0, tzinfo=UTC),
-        seed=11,
-        preset="mixed",
-        outage_options={"p_fail": 0.2},
-        file_format="odim",
-    )
-    return synthetic, odim
+    streams: dict[str, dict[str, Any]] = {
+        "synthetic": {
+            "product": "RY",
+            "grid": grid,
+            "steps": steps,
+            "start": datetime(2025, 6, 1, 12, 0, tzinfo=UTC),
+            "seed": 7,
+            "outage_options": {"p_fail": 0.08},
+        },
+        "odim": {
+            "product": "RV",
+            "grid": ODIM_GRID,
+            "steps": ODIM_STEPS,
+            "start": datetime(2025, 12, 1, 6, 0, tzinfo=UTC),
+            "seed": 11,
+            "outage_options": {"p_fail": 0.2},
+            "file_format": "odim",
+        },
+    }
+    return [
+        pool.submit(stream.write_stream, feed / name, preset="mixed", **options)
+        for name, options in streams.items()
+    ]
 
 
 def _scores(manifest: stream.StreamManifest, outgoing: Path) -> dict[str, float]:
