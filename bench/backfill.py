@@ -10,7 +10,8 @@ of the fields (0.1: one in ten). It is backfilled by real ``radinfill backfill``
 each into a fresh output tree:
 
 * **model, N ranks**: ``torchrun --nproc-per-node N -m radinfill backfill`` (N = 1: a plain
-  process) with the shipped model (or ``--model``);
+  process) with ``--model``: the service's default (``baseline:advection_boundary``) unless
+  given, e.g. the shipped network (``--model assets/model``);
 * **baseline**: a classical method in one process (``--baseline``, default the service's
   ``advection_boundary``), the cost of everything but the network (decode, holes, window,
   RADOLAN + netCDF + sidecar with fsyncs). ``--nproc ""`` runs this one alone.
@@ -75,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--products", type=int, default=24)
     parser.add_argument("--grid", default="900x900")
-    parser.add_argument("--model", default=None, help="default: the shipped model")
+    parser.add_argument("--model", default=None, help="default: the service's default")
     parser.add_argument("--nproc", default="1,2", help="rank counts to run (comma-separated)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--baseline", default="baseline:advection_boundary")

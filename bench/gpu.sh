@@ -13,4 +13,5 @@ python=${PYTHON:-.venv/bin/python}
 "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "no CUDA device: nothing measured")'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$python" bench/inference.py --grid 1100x900 --repeat 5 --variant baseline --variant lstm_attention
-"$python" bench/backfill.py --device cuda --archive 0.1 --grid 1100x900 --products "$products" --nproc 1,2
+"$python" bench/backfill.py --device cuda --model "$PWD/assets/model" --archive 0.1 --grid 1100x900 \
+    --products "$products" --nproc 1,2

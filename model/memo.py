@@ -12,6 +12,7 @@ of its inputs alone, like everything else the engine returns.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import weakref
 from collections import OrderedDict
@@ -77,11 +78,12 @@ class ContentCache(Generic[T]):
                 return self._entries[key][0]
         result = compute()
         nbytes = self._sizeof(result) if self._sizeof is not None else 0
-        if self.max_bytes is not None and nbytes > self.max_bytes:
+        budget = self.max_bytes if self.max_bytes is not None else math.inf
+        if nbytes > budget:
             return result
         with self._lock:
             self._entries[key] = (result, nbytes)
-            while len(self._entries) > self.size or self.nbytes > (self.max_bytes or self.nbytes):
+            while len(self._entries) > self.size or self.nbytes > budget:
                 self._entries.popitem(last=False)
         return result
 
