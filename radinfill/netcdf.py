@@ -7,16 +7,26 @@ time step (a reader of one time step decompresses exactly one chunk). Infilled o
 additionally carries the ``infill_mask`` variable and provenance global attributes (model
 release, checksum, input files, output version). The file appears under its final name only
 when complete.
+
+The 2-D ``lat``/``lon`` that CF asks for are the same in every file on one grid, and deflating
+them was most of a file's cost (0.085 of 0.110 s on 1100 x 900). Their compressed chunks are
+therefore taken from the first file built on a grid and, for later files with the same
+coordinates (by content), written straight into place (HDF5 direct chunk write) over
+placeholders: the same bytes under the same filters, so readers see the same file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
+import threading
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+import h5py
 import numpy as np
 import xarray as xr
 
@@ -31,6 +41,12 @@ TIME_UNITS = "minutes since 1970-01-01 00:00:00+00:00"
 #: 0.108 s instead of 0.148 s for a file of 3.08 MB instead of 2.82 MB (+9 %); the service
 #: writes one per product, and the backfill one per archive field.
 COMPRESSION: Mapping[str, Any] = MappingProxyType({"zlib": True, "complevel": 1, "shuffle": True})
+#: Variables whose compressed chunk is reused between files of one grid (module notes).
+FIXED = ("lat", "lon")
+#: Grids whose chunks are kept (a few MB each).
+FIXED_CACHE_SIZE = 4
+_CHUNKS: dict[bytes, dict[str, tuple[int, bytes]]] = {}
+_LOCK = threading.Lock()
 # netCDF attribute names: a letter or underscore, then letters, digits, '_', '.', '-'.
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 
@@ -96,12 +112,70 @@ def encoded(ds: xr.Dataset, path: str | os.PathLike[str]) -> bytes:
     OSError
         If netCDF-C fails (it says only "NetCDF: HDF error"); the message names ``path``.
     """
+    key = _fixed_key(ds)
+    with _LOCK:
+        chunks = _CHUNKS.get(key) if key is not None else None
+    if chunks is None:
+        data = _built(ds, path)
+        if key is not None and (chunks := _read_chunks(data)) is not None:
+            with _LOCK:
+                _CHUNKS[key] = chunks
+                while len(_CHUNKS) > FIXED_CACHE_SIZE:
+                    _CHUNKS.pop(next(iter(_CHUNKS)))
+        return data
+    buffer = io.BytesIO(_built(_with_placeholders(ds), path))
+    try:
+        with h5py.File(buffer, "r+") as f:
+            for name, (mask, chunk) in chunks.items():
+                f[name].id.write_direct_chunk((0,) * f[name].ndim, chunk, mask)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise OSError(f"{path}: netCDF coordinates not written: {err}") from err
+    return buffer.getvalue()
+
+
+def _built(ds: xr.Dataset, path: str | os.PathLike[str]) -> bytes:
+    """The netCDF4 file of ``ds`` by netCDF-C (see :func:`encoded`)."""
     try:
         return bytes(ds.to_netcdf(None, engine="netcdf4", format="NETCDF4", encoding=encoding(ds)))
     except RuntimeError as err:
         # An I/O failure like any other to the writer, which then withdraws the set's claim
         # (daemon.outputs).
         raise OSError(f"{path}: netCDF write failed: {err}") from err
+
+
+def _fixed_key(ds: xr.Dataset) -> bytes | None:
+    """A digest of the :data:`FIXED` variables' names, dtypes, shapes and values; None when
+    ``ds`` lacks one of them."""
+    if not all(name in ds.variables and ds[name].ndim == 2 for name in FIXED):
+        return None
+    hasher = hashlib.blake2b(digest_size=20)
+    for name in FIXED:
+        values = np.ascontiguousarray(ds[name].values)
+        hasher.update(repr((name, values.dtype.str, values.shape)).encode())
+        hasher.update(values.tobytes())
+    return hasher.digest()
+
+
+def _read_chunks(data: bytes) -> dict[str, tuple[int, bytes]] | None:
+    """The filter mask and the compressed bytes of each :data:`FIXED` variable's one chunk in
+    the file ``data``; None when one is stored in several chunks."""
+    with h5py.File(io.BytesIO(data), "r") as f:
+        if any(f[name].chunks != f[name].shape for name in FIXED):
+            return None
+        return {name: f[name].id.read_direct_chunk((0,) * f[name].ndim) for name in FIXED}
+
+
+def _with_placeholders(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with NaN in place of the :data:`FIXED` variables' values (same dims, dtype and
+    attributes, so the same layout and filters)."""
+    fills = {
+        name: ds[name].variable.copy(data=np.full(ds[name].shape, np.nan, ds[name].dtype))
+        for name in FIXED
+    }
+    coords = {name: fill for name, fill in fills.items() if name in ds.coords}
+    return ds.assign_coords(coords).assign(
+        {name: fill for name, fill in fills.items() if name not in coords}
+    )
 
 
 def encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:

@@ -316,6 +316,34 @@ def test_written_file_is_cf_compressed_and_chunked(tmp_path, rw):
     assert out.stat().st_size < 900 * 900 * 4  # less than one uncompressed float32 plane
 
 
+def test_later_files_of_a_grid_reuse_its_coordinate_chunks_and_read_the_same(
+    tmp_path, rw, monkeypatch
+):
+    """From the second file on a grid, lat/lon are the first file's compressed chunks written
+    into place: netCDF-C reads every variable and attribute as in the first file, xarray the
+    dataset written; other coordinates of the same shape never get those chunks."""
+    monkeypatch.setattr(netcdf, "_CHUNKS", {})
+    first, second, moved_path = (tmp_path / n for n in ("first.nc", "second.nc", "moved.nc"))
+    netcdf.write(rw, first)
+    assert len(netcdf._CHUNKS) == 1
+    netcdf.write(rw, second)
+    with netCDF4.Dataset(first) as a, netCDF4.Dataset(second) as b:
+        assert list(b.variables) == list(a.variables)
+        for name, var in a.variables.items():
+            np.testing.assert_array_equal(np.ma.getdata(b[name][:]), np.ma.getdata(var[:]))
+            assert b[name].ncattrs() == var.ncattrs()
+            assert [repr(b[name].getncattr(k)) for k in var.ncattrs()] == [
+                repr(var.getncattr(k)) for k in var.ncattrs()
+            ]
+        np.testing.assert_array_equal(b["lat"][:], rw["lat"].values)
+    xr.testing.assert_identical(_reopen(second), rw)
+    moved = rw.assign_coords(lat=rw["lat"] + np.float32(0.5))
+    netcdf.write(moved, moved_path)
+    with netCDF4.Dataset(moved_path) as c:
+        np.testing.assert_array_equal(c["lat"][:], moved["lat"].values)
+        np.testing.assert_array_equal(c["lon"][:], rw["lon"].values)
+
+
 def test_infill_mask_and_provenance_round_trip(tmp_path, rw):
     mask = np.zeros((900, 900), dtype=bool)
     mask[400:420, 300:350] = True
