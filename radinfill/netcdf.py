@@ -105,12 +105,15 @@ def encoded(ds: xr.Dataset, path: str | os.PathLike[str]) -> bytes:
     also fails to close it, and each failure left the deleted temporary file open for the
     life of the process, so the space it held never came back. The bytes go to disk through
     :func:`radinfill.atomic.write_bytes`, whose plain file handle is closed on any error.
-    A product file is a few MB, so holding it in memory costs nothing worth saving.
+    A product file is a few MB, so holding it in memory costs nothing worth saving. Where the
+    latitude and longitude were seen before, their kept chunks are written into the file
+    (module notes).
 
     Raises
     ------
     OSError
-        If netCDF-C fails (it says only "NetCDF: HDF error"); the message names ``path``.
+        If netCDF-C fails (it says only "NetCDF: HDF error") or the kept chunks cannot be
+        written; the message names ``path``.
     """
     key = _fixed_key(ds)
     with _LOCK:
@@ -144,14 +147,17 @@ def _built(ds: xr.Dataset, path: str | os.PathLike[str]) -> bytes:
 
 
 def _fixed_key(ds: xr.Dataset) -> bytes | None:
-    """A digest of the :data:`FIXED` variables' names, dtypes, shapes and values; None when
-    ``ds`` lacks one of them."""
-    if not all(name in ds.variables and ds[name].ndim == 2 for name in FIXED):
+    """A digest of the :data:`FIXED` variables' names, dims, dtypes, shapes and values; None
+    when ``ds`` lacks one of them as a 2-D floating-point variable."""
+    if not all(
+        name in ds.variables and ds[name].ndim == 2 and np.issubdtype(ds[name].dtype, np.floating)
+        for name in FIXED
+    ):
         return None
     hasher = hashlib.blake2b(digest_size=20)
     for name in FIXED:
         values = np.ascontiguousarray(ds[name].values)
-        hasher.update(repr((name, values.dtype.str, values.shape)).encode())
+        hasher.update(repr((name, ds[name].dims, values.dtype.str, values.shape)).encode())
         hasher.update(values.tobytes())
     return hasher.digest()
 
