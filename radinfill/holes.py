@@ -145,14 +145,18 @@ class HoleReport:
     listed: frozenset[str]
 
     @cached_property
+    def radar(self) -> np.ndarray:
+        """bool: failure pixels that no listed radar's disc covers (cause :data:`RADAR`)."""
+        return self.failure & ~self.expected
+
+    @cached_property
     def labels(self) -> np.ndarray:
         """uint8 cause code per pixel: :data:`NONE`, :data:`RADAR`, :data:`WEDGE`,
         :data:`BLIND_ZONE` or :data:`OTHER`."""
-        radar = self.failure & ~self.expected
         labels = classify_components(
             self.failure & self.expected, self.grid, self.listed, self.radius_km
         )
-        labels[radar] = RADAR
+        labels[self.radar] = RADAR
         return labels
 
     @cached_property
@@ -171,9 +175,9 @@ class HoleReport:
         and is not reported. The historic ``emd`` belongs to the nominal coverage only while
         listed (no dated network history is assumed), so it is never reported missing.
         """
-        radar = self.failure & ~self.expected
         discs = _discs(self.grid, self.radius_km)
-        return frozenset(s for s in set(OPERATIONAL) - self.listed if (radar & discs[s]).any())
+        missing = set(OPERATIONAL) - self.listed
+        return frozenset(s for s in missing if (self.radar & discs[s]).any())
 
 
 def coverage_radius_km(header: Header) -> float:
