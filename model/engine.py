@@ -214,7 +214,12 @@ class InfillEngine:
         self.fallbacks: Counter[str] = Counter()
         if threads is not None:
             torch.set_num_threads(threads)
-        model = model.eval()
+        # Weights in channels-last layout: the network's inputs carry that layout (oneDNN's
+        # fast one on the CPU), but a one-channel input cannot, and a convolution takes its
+        # output layout from its input or its weights. With the weights plain, everything
+        # after the radar encoder ran in the slow layout (the full-resolution head alone took
+        # 33 of 230 ms on a 512 x 528 crop, 9 ms channels-last). Values are unchanged.
+        model = model.eval().to(memory_format=torch.channels_last)
         # A CPU copy made now, while memory is plentiful, for the CUDA-failure path.
         self._cpu_model = model if self.device.type == "cpu" else copy.deepcopy(model).cpu()
         self.model = model.to(self.device)

@@ -41,7 +41,7 @@ shift masked pixels away from 0.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -93,11 +93,15 @@ class PConvBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.conv = PartialConv2d(in_channels, out_channels, kernel_size, stride=stride)
-        self.activation = nn.Identity() if negative_slope is None else nn.LeakyReLU(negative_slope)
+        self.activation = (
+            nn.Identity() if negative_slope is None else nn.LeakyReLU(negative_slope, inplace=True)
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Masked:
         """Return the activated features and their new mask."""
         x, mask = self.conv(x, mask)
+        # In place: the convolution's output is
+        # this block's own, and at full resolution it is among the largest tensors of a pass.
         return self.activation(x), mask
 
 
@@ -119,13 +123,13 @@ class PConvEncoder(nn.Module):
             PConvBlock(i, o, k, stride=2) for i, o, k in zip(ins, widths, kernels, strict=True)
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> list[Masked]:
-        """``(B, C, H, W)`` and its mask -> ``[(features, mask)]`` of every level."""
-        levels = []
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Iterator[Masked]:
+        """``(B, C, H, W)`` and its mask -> ``(features, mask)`` of every level, computed as the
+        caller takes them: a level's features of every frame are the largest tensors of a
+        pass, and the caller can let each go once the next level is made."""
         for block in self.blocks:
             x, mask = block(x, mask)
-            levels.append((x, mask))
-        return levels
+            yield x, mask
 
 
 class PoolingPyramid(nn.Module):
@@ -139,13 +143,12 @@ class PoolingPyramid(nn.Module):
         super().__init__()
         self.pools = nn.ModuleList(MaskedAvgPool2d(channels, k, stride=2) for k in kernels)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> list[Masked]:
-        """``(B, C, H, W)`` and its mask -> ``[(pooled, mask)]`` of every level."""
-        levels = []
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Iterator[Masked]:
+        """``(B, C, H, W)`` and its mask -> ``(pooled, mask)`` of every level, as for
+        :class:`PConvEncoder`."""
         for pool in self.pools:
             x, mask = pool(x, mask)
-            levels.append((x, mask))
-        return levels
+            yield x, mask
 
 
 class FusionLevel(nn.Module):
@@ -257,9 +260,11 @@ class DecoderBlock(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor, skip: torch.Tensor, skip_mask: torch.Tensor
     ) -> Masked:
         """Upsample ``x`` to the skip's size, concatenate, convolve; returns features and mask."""
-        x = F.interpolate(x, size=skip.shape[2:], mode="nearest")
-        mask = F.interpolate(mask, size=skip.shape[2:], mode="nearest")
-        return self.block(torch.cat([x, skip], 1), torch.maximum(mask, skip_mask))
+        # The upsampled features live only inside the concatenation: at the head they are
+        # 16 full-resolution channels.
+        size = skip.shape[2:]
+        mask = torch.maximum(F.interpolate(mask, size=size, mode="nearest"), skip_mask)
+        return self.block(torch.cat([F.interpolate(x, size=size, mode="nearest"), skip], 1), mask)
 
 
 # --- the assembly class -------------------------------------------------------------------------

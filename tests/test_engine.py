@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import itertools
 import json
@@ -277,6 +278,22 @@ def test_a_batch_equals_one_by_one() -> None:
     for (frames, hole), output in zip(items, batched, strict=True):
         assert_contract(frames, hole, output)
         np.testing.assert_allclose(output, infill.infill(frames, hole), rtol=1e-5, atol=1e-6)
+
+
+def test_channels_last_weights_change_the_speed_not_the_values() -> None:
+    """The engine stores the weights channels-last (the fast oneDNN layout, which a one-channel
+    radar input cannot carry); the forward pass gives what the plain layout gives."""
+    frames, hole = rain_case()
+    model = tiny_model("lstm_attention")
+    plain = copy.deepcopy(model).eval()
+    infill = InfillEngine(model, window=6, interval_minutes=5, device="cpu")
+    weight = infill.model.encoder.blocks[1].conv.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert not weight.is_contiguous()
+    inputs = [item for _, item in infill._crops(frames, hole)]
+    cpu = torch.device("cpu")
+    fast = infill._forward(infill.model, cpu, inputs)
+    np.testing.assert_allclose(fast, infill._forward(plain, cpu, inputs), rtol=1e-5, atol=1e-6)
 
 
 def test_a_batch_needs_one_grid() -> None:
