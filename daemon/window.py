@@ -2,8 +2,10 @@
 
 The model and the advection fallback see the current field and the ones before it. The window
 keeps, per product, the decoded values of the latest ``max_context`` nominal times and whether
-each had failure holes. A step that never arrived is a gap: its frame is all NaN (no data), so
-the model sees a zero validity mask for it; it is never bridged by the neighbours.
+each had failure holes. Each frame is held once: a context's frames are stacked into one
+read-only array, and the window keeps views of it instead of the arrays they were copied from.
+A step that never arrived is a gap: its frame is all NaN (no data), so the model sees a zero
+validity mask for it; it is never bridged by the neighbours.
 
 Fields missing from memory (after a restart, or when a backlog is worked newest first) are
 loaded through ``locate(product, time) -> path``, which the service answers from its ledger and
@@ -101,7 +103,10 @@ class Window:
         found = found[-keep:]
         nan = np.full(field.values.shape, np.nan, dtype=np.float32)
         frames = np.stack([nan if f is None else f.values for f in found[:-1]] + [field.values])
-        return Context(frames.astype(np.float32, copy=False), tuple(f is not None for f in found))
+        frames = frames.astype(np.float32, copy=False)
+        frames.flags.writeable = False
+        self._share(field, steps[-len(found) :], found, frames)
+        return Context(frames, tuple(f is not None for f in found))
 
     def future(self, field: Field, steps: int) -> np.ndarray | None:
         """Up to ``steps`` frames after ``field`` for an offline method (an archive backfill):
@@ -114,6 +119,23 @@ class Window:
                 break
             found.append(frame.values)
         return np.stack(found).astype(np.float32, copy=False) if found else None
+
+    def _share(
+        self,
+        field: Field,
+        times: list[datetime],
+        found: list[_Frame | None],
+        frames: np.ndarray,
+    ) -> None:
+        """Keep the frames just stacked as the window's own (views of the read-only stack),
+        so that each frame is held once, not once here and once in the context: on 1100 x 900
+        a long outage's 24 frames are 95 MB."""
+        with self._lock:
+            stored = self._frames.get(_key(field), {})
+            for time, frame, view in zip(times, found, frames, strict=True):
+                held = stored.get(time)
+                if frame is not None and held is not None and held.values is frame.values:
+                    stored[time] = _Frame(view, held.outage)
 
     def products(self) -> list[tuple[str, tuple[int, int]]]:
         """The (product, shape) keys held."""

@@ -4,11 +4,13 @@ the shadow quality check and the decoding-error labels."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import tarfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -386,6 +388,26 @@ def test_long_outage_reaches_back_to_complete_frames_up_to_max_context(
     for k in range(7):
         short.put(fields[k], outage=k == 6)  # an outage of one step before the field
     assert len(short.context(fields[7], outage=True).frames) == 5  # 1 + 1 + 3 complete
+
+
+def test_window_holds_each_frame_once_the_read_only_context(fields: list[Field]) -> None:
+    """After a context the window keeps its frames as views of the context's stack: the
+    decoded arrays go, and nobody can write into frames the next context reads."""
+    decoded = [field.values.copy() for field in fields[:4]]
+    alive = [weakref.ref(values) for values in decoded]
+    own = [field.replace(values=values) for field, values in zip(fields, decoded, strict=False)]
+    del decoded
+    window = Window(window=4, max_context=8)
+    for k in range(3):
+        window.put(own[k], outage=True)
+    context = window.context(own[3], outage=True)
+    del own
+    gc.collect()
+    assert [ref() is None for ref in alive] == [True] * 4
+    with pytest.raises(ValueError, match="read-only"):
+        context.frames[0, 0, 0] = 99.0
+    later = window.context(fields[4], outage=True)
+    assert [float(frame[0, 0]) for frame in later.frames] == [0, 1, 2, 3, 4]
 
 
 def test_window_forgets_frames_older_than_max_context(fields: list[Field]) -> None:
