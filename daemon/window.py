@@ -129,13 +129,19 @@ class Window:
     ) -> None:
         """Keep the frames just stacked as the window's own (views of the read-only stack),
         so that each frame is held once, not once here and once in the context: on 1100 x 900
-        a long outage's 24 frames are 95 MB."""
+        a long outage's 24 frames are 95 MB. A frame outside this context gets its own copy
+        if it is a view, so that no earlier stack stays alive for one of its frames (a backlog
+        worked newest first would otherwise keep one stack per field)."""
         with self._lock:
             stored = self._frames.get(_key(field), {})
             for time, frame, view in zip(times, found, frames, strict=True):
                 held = stored.get(time)
                 if frame is not None and held is not None and held.values is frame.values:
                     stored[time] = _Frame(view, held.outage)
+            for time in stored.keys() - set(times):
+                held = stored[time]
+                if held.values.base is not None:
+                    stored[time] = _Frame(held.values.copy(), held.outage)
 
     def products(self) -> list[tuple[str, tuple[int, int]]]:
         """The (product, shape) keys held."""

@@ -410,6 +410,18 @@ def test_window_holds_each_frame_once_the_read_only_context(fields: list[Field])
     assert [float(frame[0, 0]) for frame in later.frames] == [0, 1, 2, 3, 4]
 
 
+def test_window_worked_newest_first_keeps_no_earlier_stack_alive(fields: list[Field]) -> None:
+    """A frame that leaves the context gets its own copy: a backlog worked newest first would
+    otherwise keep every context's stack alive for one of its frames."""
+    window = Window(window=3, max_context=8)
+    for k in range(8):
+        window.put(fields[k], outage=False)
+    stacks = [weakref.ref(window.context(fields[k], outage=False).frames) for k in (7, 6, 5, 4)]
+    gc.collect()
+    assert [ref() is None for ref in stacks] == [True, True, True, False]  # the last one's views
+    assert [float(f[0, 0]) for f in window.context(fields[7], outage=False).frames] == [4, 5, 6, 7]
+
+
 def test_window_forgets_frames_older_than_max_context(fields: list[Field]) -> None:
     window = Window(window=2, max_context=2)
     window.put(fields[0], outage=False)
