@@ -70,6 +70,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 from scipy import ndimage
 
+from radinfill import fingerprint
 from radinfill.model import crops, memo, motion
 
 #: Width in pixels of the ring of valid pixels around a hole from which ``advection_boundary``
@@ -433,7 +434,7 @@ def _system_key(solvable: np.ndarray, known: np.ndarray) -> bytes:
     """
     rows, cols = np.nonzero(solvable)
     box = (slice(rows.min(), rows.max() + 3), slice(cols.min(), cols.max() + 3))
-    return memo.digest(*(np.pad(mask, 1)[box] for mask in (solvable, known)))
+    return fingerprint.digest(*(np.pad(mask, 1)[box] for mask in (solvable, known)))
 
 
 def _advection(frames: np.ndarray, hole: np.ndarray, flow: np.ndarray) -> np.ndarray:

@@ -4,14 +4,14 @@ While the service's window slides and an outage persists, consecutive fields sha
 expensive intermediate results: the optical flow of every frame pair but the newest
 (:mod:`radinfill.model.motion`), and the factorised Laplace matrix of a hole that has not
 changed (:mod:`radinfill.model.baselines`). A :class:`ContentCache` keeps the last few such
-results keyed by a :func:`digest` of the inputs' bytes, so a corrected or re-delivered frame,
-or a hole that changed shape, is a new key and is computed afresh: a cached result is a function
-of its inputs alone, like everything else the engine returns.
+results keyed by a digest of the inputs' bytes (:func:`radinfill.fingerprint.digest`), so a
+corrected or re-delivered frame, or a hole that changed shape, is a new key and is computed
+afresh: a cached result is a function of its inputs alone, like everything else the engine
+returns.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import weakref
@@ -19,25 +19,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-import numpy as np
-
-__all__ = ["ContentCache", "digest", "release"]
+__all__ = ["ContentCache", "release"]
 
 T = TypeVar("T")
-#: Bytes of a :func:`digest` (160 bits: no collision among any number of fields ever served).
-DIGEST_BYTES = 20
-
-
-def digest(*parts: np.ndarray | int | float | str) -> bytes:
-    """A digest of arrays (their dtype, shape and bytes: values, NaN and masks) and scalars."""
-    hasher = hashlib.blake2b(digest_size=DIGEST_BYTES)
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            hasher.update(repr((part.dtype.str, part.shape)).encode())
-            hasher.update(np.ascontiguousarray(part).tobytes())
-        else:
-            hasher.update(repr(part).encode())
-    return hasher.digest()
 
 
 class ContentCache(Generic[T]):

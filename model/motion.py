@@ -40,6 +40,7 @@ import itertools
 import cv2
 import numpy as np
 
+from radinfill import fingerprint
 from radinfill.model import memo
 
 #: Relative weight of the next-coarser estimate in the multi-scale normalised convolution: the
@@ -141,7 +142,7 @@ def pair_flow(
         read-only.
     """
     first, second = (np.asarray(frame, dtype=np.float32) for frame in (first, second))
-    key = memo.digest(first, second, int(erosion), int(preset))
+    key = fingerprint.digest(first, second, int(erosion), int(preset))
     return _PAIRS.get(key, lambda: _dis_flow(first, second, erosion, preset))
 
 

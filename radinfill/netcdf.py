@@ -17,7 +17,6 @@ placeholders: the same bytes under the same filters, so readers see the same fil
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -30,7 +29,7 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from radinfill import atomic
+from radinfill import atomic, fingerprint
 from radinfill.dataset import flag_attrs
 
 INFILL_MASK = "infill_mask"
@@ -154,12 +153,9 @@ def _fixed_key(ds: xr.Dataset) -> bytes | None:
         for name in FIXED
     ):
         return None
-    hasher = hashlib.blake2b(digest_size=20)
-    for name in FIXED:
-        values = np.ascontiguousarray(ds[name].values)
-        hasher.update(repr((name, ds[name].dims, values.dtype.str, values.shape)).encode())
-        hasher.update(values.tobytes())
-    return hasher.digest()
+    return fingerprint.digest(
+        *(part for name in FIXED for part in (name, repr(ds[name].dims), ds[name].values))
+    )
 
 
 def _read_chunks(data: bytes) -> dict[str, tuple[int, bytes]] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from radinfill import fingerprint
 from radinfill.model import memo
 
 
@@ -13,11 +14,11 @@ def test_digest_tells_values_nan_shape_and_dtype_apart() -> None:
     with_nan = field.copy()
     with_nan[0, 0] = np.nan
     variants = [field, with_nan, field.reshape(3, 2), field.astype(np.float64), field.T.copy()]
-    keys = {memo.digest(array) for array in variants}
+    keys = {fingerprint.digest(array) for array in variants}
     assert len(keys) == len(variants)
-    assert memo.digest(field, 1) != memo.digest(field, 2)
-    assert memo.digest(field.copy()) == memo.digest(field)  # content, not identity
-    assert memo.digest(np.asfortranarray(field)) == memo.digest(field)
+    assert fingerprint.digest(field, 1) != fingerprint.digest(field, 2)
+    assert fingerprint.digest(field.copy()) == fingerprint.digest(field)  # content, not identity
+    assert fingerprint.digest(np.asfortranarray(field)) == fingerprint.digest(field)
 
 
 def test_the_least_recently_used_entry_is_evicted() -> None:
