@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from radinfill import code_version, heap, holes, radolan
+from radinfill import code_version, holes, radolan
 from radinfill.daemon import outputs
 from radinfill.daemon.catalog import Catalog
 from radinfill.daemon.faults import Faults
@@ -264,7 +264,6 @@ class Pipeline:
             return self._quarantine(arrival.path, job.data or None, problem.kind, str(problem))
         for stage_name, seconds in job.timings.items():
             self.metrics.stage_seconds.labels(stage_name).observe(seconds)
-        heap.release_free_memory()  # RSS follows the live set, not the largest product seen
         return job.result()
 
     @property

@@ -193,6 +193,7 @@ class Service:
             configure_logging(fmt=config.log_format, level=config.log_level)
         if os.geteuid() == 0:
             _log.warning("running_as_root", hint="run as an unprivileged user (systemd: User=)")
+        heap.keep_freed_memory()  # products reuse the memory instead of faulting it in again
         permissions.make_dirs(config.state_dir, permissions.PRIVATE_DIRECTORY_MODE)
         self._lock_fd = _lock(config.state_dir)
         permissions.make_dirs(config.outgoing)  # 0755 / 0750 whatever the umask

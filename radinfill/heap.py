@@ -1,14 +1,21 @@
-"""Give the memory a finished product freed back to the system, so RSS follows the live set.
+"""The live service keeps the memory a product frees for the next product (glibc malloc).
 
-A product's work allocates and frees arrays of several MB (frames of 4 MB on 1100 x 900, the
-window's stack, crops, the network's activations). glibc malloc keeps freed memory in its
-arenas for reuse, and its mmap threshold rises with every large block freed, so more and more
-of those arrays come from the arenas instead of their own mappings: the resident set grows
-with uptime towards the largest working set ever seen, once per arena. ``malloc_trim(0)``
-after each product returns the free pages of every arena: about 150-180 MB after a model
-infill on 1100 x 900, in 6-10 ms, off the drop-in path. Fixing a low mmap threshold instead
-(``M_MMAP_THRESHOLD``) bounds it as well but makes every large allocation a fresh mapping,
-which costs about 25 % more time in the advection baseline (page faults).
+A product's work allocates and frees arrays of several MB: frames of 4 MB on 1100 x 900, the
+window's stack of up to 95 MB, crops, the network's activations. glibc's defaults map every
+block above 128 kB (a threshold that rises to at most 32 MB) on its own and unmap it when it
+is freed, and they return the free top of the heap to the system. Every product then faults
+its working set in again, and on the 2-core machine of the README's benchmarks fresh pages cost
+far more after the few seconds a live service waits between products: stacking 12 frames of
+1100 x 900 took 51-70 ms after 3 s idle and 4 ms in memory the process kept (the network's
+p95 latency fell from 0.60-0.65 to 0.47 s with it).
+
+:func:`keep_freed_memory` therefore has blocks up to :data:`HEAP_BLOCK_BYTES` served from the
+heap, and keeps freed memory there until the free top exceeds :data:`TRIM_BYTES`. RSS rises to
+the largest product's working set and stays there: bounded by the working set, not by uptime
+(``bench/soak.py`` checks it). The network's peak RSS in ``bench/service.py`` is the same as
+with the defaults (740-750 MB on 1100 x 900); one arena for all threads instead of glibc's
+several made it 60 MB higher. :func:`release_free_memory` returns what is free when a service
+stops.
 """
 
 from __future__ import annotations
@@ -18,7 +25,32 @@ import ctypes.util
 from collections.abc import Callable
 from functools import cache
 
-__all__ = ["release_free_memory"]
+__all__ = ["HEAP_BLOCK_BYTES", "TRIM_BYTES", "keep_freed_memory", "release_free_memory"]
+
+#: Blocks up to this size come from the heap: the largest array of a product, the context of a
+#: long outage on 1100 x 900 (24 frames, 95 MB), with room for larger grids.
+HEAP_BLOCK_BYTES = 256 * 2**20
+#: Free memory at the top of the heap beyond this goes back to the system on a free.
+TRIM_BYTES = 512 * 2**20
+#: ``mallopt`` parameters of glibc's ``malloc.h``.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> bool:
+    """Set this process's malloc to serve large blocks from the heap and keep them there when
+    freed (module notes).
+
+    Returns
+    -------
+    bool
+        Whether the C library took every setting; False where it has no ``mallopt`` (musl,
+        macOS), where nothing is changed.
+    """
+    mallopt = _libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
+    if mallopt is None:
+        return False
+    settings = ((_M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES), (_M_TRIM_THRESHOLD, TRIM_BYTES))
+    return all([mallopt(parameter, value) == 1 for parameter, value in settings])
 
 
 def release_free_memory() -> bool:
@@ -31,17 +63,17 @@ def release_free_memory() -> bool:
         Whether any memory was released; False also where the C library has no
         ``malloc_trim`` (musl, macOS), where nothing is done.
     """
-    trim = _malloc_trim()
+    trim = _libc_function("malloc_trim", (ctypes.c_size_t,))
     return bool(trim(0)) if trim is not None else False
 
 
 @cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+def _libc_function(name: str, argtypes: tuple[type, ...]) -> Callable[..., int] | None:
+    """The C library's function ``name`` returning an int, or None where there is none."""
+    library = ctypes.util.find_library("c")
+    if library is None:
         return None
-    function = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    function = getattr(ctypes.CDLL(library), name, None)
     if function is not None:
-        function.argtypes, function.restype = [ctypes.c_size_t], ctypes.c_int
+        function.argtypes, function.restype = list(argtypes), ctypes.c_int
     return function

@@ -1,9 +1,11 @@
-"""radinfill.heap: freed heap memory goes back to the system."""
+"""radinfill.heap: the service keeps freed memory for reuse; a stopped one returns it."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,43 @@ def test_freed_heap_blocks_leave_the_resident_set() -> None:
     released = held - _rss_mb()
     libc.free(pin)
     assert released > 0.8 * BLOCK_BYTES * BLOCKS / 2**20
+
+
+#: A child process that frees a 64 MB block and prints how far RSS fell (MB), then allocates
+#: and fills another and prints how far RSS rose; with ``keep`` after keep_freed_memory().
+_REUSE = """
+import sys
+import numpy as np
+from radinfill import heap
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+if sys.argv[1] == "keep":
+    assert heap.keep_freed_memory()
+block = np.ones(64 * 2**20 // 8)
+held = rss()
+del block
+fell = held - rss()
+again = rss()
+block = np.ones(64 * 2**20 // 8)
+print(fell, rss() - again)
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(ctypes.CDLL(ctypes.util.find_library("c")), "mallopt"), reason="glibc only"
+)
+def test_kept_memory_stays_for_the_next_block_where_the_defaults_unmap_it() -> None:
+    """In child processes (the setting is process-wide): with glibc's defaults a freed 64 MB
+    block leaves the resident set and the next one is faulted in afresh; after
+    keep_freed_memory() it stays and the next block reuses it."""
+    moves = {}
+    for mode in ("defaults", "keep"):
+        done = subprocess.run(
+            [sys.executable, "-c", _REUSE, mode], capture_output=True, text=True, check=True
+        )
+        moves[mode] = [float(mb) for mb in done.stdout.split()]
+    assert [mb > 56 for mb in moves["defaults"]] == [True, True]
+    assert [mb < 8 for mb in moves["keep"]] == [True, True]
