@@ -100,8 +100,8 @@ class PConvBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Masked:
         """Return the activated features and their new mask."""
         x, mask = self.conv(x, mask)
-        # In place: the convolution's output is
-        # this block's own, and at full resolution it is among the largest tensors of a pass.
+        # In place: the convolution's output is this block's own, and at full resolution it
+        # is among the largest tensors of a pass.
         return self.activation(x), mask
 
 
