@@ -181,6 +181,15 @@ def test_to_tensors_batches_inputs(inputs, frames, hole):
         to_tensors([inputs, smaller])
 
 
+def test_to_tensors_views_a_single_input_instead_of_copying_it(inputs):
+    """The live service passes one input: its tensors are the arrays' memory, not a copy."""
+    values, valid, aux = to_tensors([inputs])
+    assert values.shape == (1, WINDOW, 1, *SHAPE)
+    for tensor, array in ((values, inputs.values), (valid, inputs.valid), (aux, inputs.aux)):
+        assert np.shares_memory(tensor.numpy(), array)
+        assert np.array_equal(tensor.numpy().reshape(array.shape), array)
+
+
 def test_a_long_outage_advects_from_frames_older_than_the_window(hole):
     """10 frames, the hole missing in the last 8: its rain comes from frame 1, beyond the
     6-frame window, as the advection baseline given every frame finds it."""
