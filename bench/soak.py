@@ -440,6 +440,7 @@ def write_config(root: Path, model: str) -> Path:
         "settle_s": 0.3,
         "settle_timeout_s": 8.0,
         "reconcile_interval_s": 2.0,
+        "retry_backoff_s": 2.0,
         "horizon_s": 1e9,
         "shadow_interval_s": 0.0,
     }

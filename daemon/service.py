@@ -102,8 +102,8 @@ def _lock(state_dir: Path) -> int:
 #: The worker counts as stuck when its heartbeat is older than this (s); longer than any one
 #: product takes (seconds on a CPU), shorter than a systemd WatchdogSec of minutes.
 STUCK_AFTER_S = 120.0
-#: First and longest wait (s) before a reconcile scan retries an input that failed.
-FAILURE_BACKOFF_S = 60.0
+#: Longest wait (s) before a reconcile scan retries an input that failed; the first is
+#: ``[service] retry_backoff_s``, doubling with every failure in a row.
 MAX_FAILURE_BACKOFF_S = 3600.0
 #: Interval of the ledger retention job (s); pruning is cheap, retention is counted in days.
 PRUNE_INTERVAL_S = 3600.0
@@ -499,7 +499,8 @@ class Service:
                 self.stop_event.set()
                 return
             failures = self._failures.get(arrival.path, (0, 0.0))[0] + 1
-            backoff = min(FAILURE_BACKOFF_S * 2 ** (failures - 1), MAX_FAILURE_BACKOFF_S)
+            first = self.config.retry_backoff_s
+            backoff = min(first * 2 ** (failures - 1), MAX_FAILURE_BACKOFF_S)
             self._failures[arrival.path] = (failures, time.monotonic() + backoff)
             self.metrics.products_total.labels("", Outcome.FAILED.value).inc()
             _log.exception(

@@ -30,6 +30,7 @@ is reported at once, one line each, so an operator fixes a file in one round::
     settle_s = 2                              # stable size+mtime this long (polling)
     settle_timeout_s = 120                    # give up on a file that never completes
     reconcile_interval_s = 60
+    retry_backoff_s = 60                      # first retry of a failed product; doubles to 1 h
     netcdf = true
     sidecar = true
     latest_link = true
@@ -162,6 +163,7 @@ class ServiceConfig:
     settle_s: float = 2.0
     settle_timeout_s: float = 120.0
     reconcile_interval_s: float = 60.0
+    retry_backoff_s: float = 60.0
     netcdf: bool = True
     sidecar: bool = True
     latest_link: bool = True
@@ -280,6 +282,7 @@ def _service_values(
         **dict.fromkeys(
             [k for k in settable if k.endswith("_s")] + ["retention_days"], check.number
         ),
+        "retry_backoff_s": lambda key: check.number(key, minimum=0.1),  # 0 would spin
         **dict.fromkeys(("netcdf", "sidecar", "latest_link"), check.boolean),
         **dict.fromkeys(
             ("output_name", "device", "fallback", "watch", "forecast_members", "precision", "tile"),

@@ -983,8 +983,7 @@ def test_a_retried_failure_is_not_counted_as_a_missed_event(
     """A product that failed is queued again by a reconcile scan once its backoff ran out:
     that is a retry, and ``radinfill_reconcile_found_total`` (the missed-events alert) must
     not count it."""
-    monkeypatch.setattr(service_module, "FAILURE_BACKOFF_S", 0.5)
-    config = make_config(tmp_path, reconcile_interval_s=0.3)
+    config = make_config(tmp_path, reconcile_interval_s=0.3, retry_backoff_s=0.5)
     with running(config) as service:
         assert service.pipeline is not None
         process = service.pipeline.process

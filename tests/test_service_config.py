@@ -140,6 +140,7 @@ def test_layouts_are_compared_with_symbolic_links_resolved(tmp_path: Path) -> No
         ({"incoming": ["out/in"]}, "service.outgoing ("),
         ({"settle_s": 5, "settle_timeout_s": 1}, "service.settle_timeout_s must be >= "),
         ({"settle_s": -1}, "service.settle_s must be a number >= 0"),
+        ({"retry_backoff_s": 0}, "service.retry_backoff_s must be a number >= 0.1"),
         ({"netcdf": "yes"}, "service.netcdf must be true or false"),
         ({"patterns": "raa01-*"}, "service.patterns must be a list of strings"),
         ({"incoming": []}, "service.incoming must be a non-empty list of paths"),

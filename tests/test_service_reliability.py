@@ -168,14 +168,13 @@ class _Countdown(Faults):
 
 @pytest.mark.timeout(120)
 def test_a_full_disk_publishes_no_partial_set_and_the_product_is_retried_until_written(
-    stream: StreamManifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stream: StreamManifest, tmp_path: Path
 ) -> None:
     """The netCDF write hits ENOSPC on every try: the product fails (no in-place retry of a
     full disk), no sidecar or temporary file appears, and the service retries it after its
     backoff, again and again. Once space is back (two transient EIO left, in the sidecar write,
     retried in place) the set is complete and consistent, and the endpoint counts it all."""
-    monkeypatch.setattr(service_module, "FAILURE_BACKOFF_S", 0.3)
-    config = make_config(tmp_path, reconcile_interval_s=0.3)
+    config = make_config(tmp_path, reconcile_interval_s=0.3, retry_backoff_s=0.3)
     step = _holed(stream)
     outgoing = config.outgoing
     with running(config) as service:
