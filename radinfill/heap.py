@@ -7,15 +7,15 @@ is freed, and they return the free top of the heap to the system. Every product 
 its working set in again, and on the 2-core machine of the README's benchmarks fresh pages cost
 far more after the few seconds a live service waits between products: stacking 12 frames of
 1100 x 900 took 51-70 ms after 3 s idle and 4 ms in memory the process kept (the network's
-p95 latency fell from 0.60-0.65 to 0.47 s with it).
+p95 latency fell from 0.60-0.65 to 0.46-0.48 s with it).
 
 :func:`keep_freed_memory` therefore has blocks up to :data:`HEAP_BLOCK_BYTES` served from the
 heap, and keeps freed memory there until the free top exceeds :data:`TRIM_BYTES`. RSS rises to
 the largest product's working set and stays there: bounded by the working set, not by uptime
-(``bench/soak.py`` checks it). The network's peak RSS in ``bench/service.py`` is the same as
-with the defaults (740-750 MB on 1100 x 900); one arena for all threads instead of glibc's
-several made it 60 MB higher. :func:`release_free_memory` returns what is free when a service
-stops.
+(``bench/soak.py`` checks it). The network's peak RSS in ``bench/service.py`` on 1100 x 900 is
+about what it was with the defaults (740-770 MB between runs against 720-750 MB); one arena for
+all threads instead of glibc's several made it 60 MB higher. :func:`release_free_memory`
+returns what is free when a service stops.
 """
 
 from __future__ import annotations
