@@ -13,7 +13,7 @@ p95 latency fell from 0.60-0.65 to 0.46-0.48 s with it).
 heap, and keeps freed memory there until the free top exceeds :data:`TRIM_BYTES`. RSS rises to
 the largest product's working set and stays there: bounded by the working set, not by uptime
 (``bench/soak.py`` checks it). The network's peak RSS in ``bench/service.py`` on 1100 x 900 is
-about what it was with the defaults (740-770 MB between runs against 720-750 MB); one arena for
+about what it was with the defaults (710-770 MB between runs against 720-750 MB); one arena for
 all threads instead of glibc's several made it 60 MB higher. :func:`release_free_memory`
 returns what is free when a service stops.
 """
