@@ -39,6 +39,8 @@ def partial_conv2d(
     stride: int = 1,
     padding: int = 0,
     dilation: int = 1,
+    *,
+    masked: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Partial convolution of ``x`` over the valid pixels of ``mask``.
 
@@ -54,6 +56,10 @@ def partial_conv2d(
         ``(C_out,)``, added where the window saw a valid input.
     stride, padding, dilation : int
         As in :func:`torch.nn.functional.conv2d`. Padded pixels count as not valid.
+    masked : bool
+        The caller's promise that ``x`` is already 0 wherever ``mask`` is 0, as every output
+        of this function is: ``x`` is then not multiplied by the mask into a copy, which at
+        full resolution is the largest tensor of a pass (the result is the same).
 
     Returns
     -------
@@ -75,7 +81,7 @@ def partial_conv2d(
             share = F.conv2d(mask, ones, None, stride, padding, dilation) / window_size
         new_mask = (share > 0.5 / window_size).to(x.dtype)
         scale = new_mask / share.clamp(min=1.0 / window_size)
-    out = F.conv2d(x * mask, weight, None, stride, padding, dilation).mul_(scale)
+    out = F.conv2d(x if masked else x * mask, weight, None, stride, padding, dilation).mul_(scale)
     if bias is not None:
         out.addcmul_(bias.view(1, -1, 1, 1), new_mask)
     return out, new_mask
@@ -121,10 +127,13 @@ class PartialConv2d(nn.Module):
             bound = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(out, new_mask)`` for ``x`` ``(B, C_in, H, W)``, ``mask`` ``(B, 1, H, W)``."""
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, *, masked: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(out, new_mask)`` for ``x`` ``(B, C_in, H, W)``, ``mask`` ``(B, 1, H, W)``
+        (``masked`` as for :func:`partial_conv2d`)."""
         return partial_conv2d(
-            x, mask, self.weight, self.bias, self.stride, self.padding, self.dilation
+            x, mask, self.weight, self.bias, self.stride, self.padding, self.dilation, masked=masked
         )
 
     def extra_repr(self) -> str:

@@ -5,7 +5,7 @@ Reads top to bottom like torchvision's ``resnet.py``: building blocks, the one a
 
 Architecture (``L = len(widths)`` levels; level ``i`` is at 1/2**(i+1) resolution)::
 
-    radar frames ──PConv s2──► level 0 ──PConv s2──► ... level L-1     (per frame, time in batch)
+    radar frames ──PConv s2──► level 0 ──PConv s2──► ... level L-1     (one frame at a time)
                                   │                       │
             memory: ConvLSTM over the window (lstm, deepest levels) or the last frame
                                   │                       │
@@ -98,8 +98,14 @@ class PConvBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Masked:
-        """Return the activated features and their new mask."""
-        x, mask = self.conv(x, mask)
+        """Return the activated features and their new mask.
+
+        ``x`` must be 0 wherever ``mask`` is 0 (:func:`~radinfill.model.pconv.partial_conv2d`'s
+        ``masked``), and is throughout the network: its inputs are masked, each block's
+        output is 0 outside its new mask (an activation keeps 0 at 0), and the decoder's
+        masks are unions of the masks of what it concatenates.
+        """
+        x, mask = self.conv(x, mask, masked=True)
         # In place: the convolution's output is this block's own, and at full resolution it
         # is among the largest tensors of a pass.
         return self.activation(x), mask
@@ -415,7 +421,6 @@ class InfillNet(nn.Module):
         if not self.temporal:
             values, valid = values[:, -1:], valid[:, -1:]
         values, valid, aux = (_pad(t, self.multiple) for t in (values, valid, aux))
-        batch, steps = values.shape[:2]
 
         advected = aux[:, AUX_ADVECTED : AUX_ADVECTED + 1].clamp(min=0.0)
         hole = (aux[:, AUX_HOLE : AUX_HOLE + 1] > 0.5).to(aux.dtype)
@@ -426,21 +431,13 @@ class InfillNet(nn.Module):
         aux = _channels_last(aux * domain)
         radar = torch.log1p(values.clamp(min=0.0)) * valid
 
-        radar_levels = self.encoder(
-            _channels_last(radar.flatten(0, 1)), _channels_last(valid.flatten(0, 1))
-        )
+        radar_levels = self._encode_frames(radar, valid)
         aux_levels = self.aux_encoder(aux, domain)
         previous = iter(state if state is not None else [None] * self._recurrent_levels)
         skips: list[Masked] = []
         states: list[LSTMState] = []
         for level, (x, m), (a, d) in zip(self.levels, radar_levels, aux_levels, strict=True):
-            fused, level_state = level(
-                x.unflatten(0, (batch, steps)),
-                m.unflatten(0, (batch, steps)),
-                a,
-                d,
-                next(previous) if level.recurrent else None,
-            )
+            fused, level_state = level(x, m, a, d, next(previous) if level.recurrent else None)
             skips.append((fused, d))
             if level_state is not None:
                 states.append(level_state)
@@ -453,6 +450,27 @@ class InfillNet(nn.Module):
         correction = correction * domain
         prediction = F.relu(advected + (1.0 + advected) * torch.expm1(correction))
         return prediction[..., :height, :width], tuple(states) if self.temporal else None
+
+    def _encode_frames(self, radar: torch.Tensor, valid: torch.Tensor) -> Iterator[Masked]:
+        """Each level's radar features and masks of the frames its fusion reads: ``(B, T', C,
+        h, w)``, every frame at a level with memory, the last frame elsewhere (``T' = 1``).
+
+        The frames go through the encoder one at a time: a level's features of every frame
+        are the largest tensors of a pass (16 channels at half resolution), and the finer
+        levels, which have no memory, need only the last frame's; the others are let go as
+        soon as the next level is made. Each level is let go once the caller takes the next.
+        """
+        steps = radar.shape[1]
+        kept: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = [([], []) for _ in self.levels]
+        for t in range(steps):
+            levels = self.encoder(_channels_last(radar[:, t]), _channels_last(valid[:, t]))
+            for level, (xs, ms), (x, m) in zip(self.levels, kept, levels, strict=True):
+                if level.recurrent or t == steps - 1:
+                    xs.append(x)
+                    ms.append(m)
+        while kept:
+            xs, ms = kept.pop(0)
+            yield _stack_frames(xs), _stack_frames(ms)
 
     @property
     def _recurrent_levels(self) -> int:
@@ -511,6 +529,13 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     faster on it, narrow outputs like the one-channel head the most.
     """
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def _stack_frames(frames: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Channels-last ``(B, C, h, w)`` frames -> ``(B, T, C, h, w)`` whose every frame is still
+    channels-last (``torch.stack`` would make them channels-first), as the convolutions after
+    the encoder read them."""
+    return torch.stack([frame.permute(0, 2, 3, 1) for frame in frames], 1).permute(0, 1, 4, 2, 3)
 
 
 def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:

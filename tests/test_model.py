@@ -124,6 +124,15 @@ def test_partial_conv_renormalises_by_the_valid_count():
     assert torch.allclose(out, expected, atol=1e-5)
 
 
+def test_partial_conv_told_its_input_is_masked_gives_the_same_result():
+    mask = (torch.rand(2, 1, 17, 20) > 0.6).float()
+    x = torch.randn(2, 3, 17, 20) * mask
+    weight, bias = torch.randn(4, 3, 5, 5), torch.randn(4)
+    told = partial_conv2d(x, mask, weight, bias, 2, 2, masked=True)
+    for a, b in zip(told, partial_conv2d(x, mask, weight, bias, 2, 2), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_partial_conv_wants_a_single_channel_mask_of_the_input_size():
     x = torch.randn(1, 3, 8, 8)
     with pytest.raises(ValueError, match="mask"):
@@ -246,6 +255,55 @@ def test_values_without_data_do_not_influence_the_prediction(variant):
     assert torch.equal(prediction[domain], changed[domain])
     # Outside the domain nothing is predicted: the advected input passes through.
     assert torch.equal(changed[~domain], changed_aux[:, AUX_ADVECTED : AUX_ADVECTED + 1][~domain])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_partial_convolution_reads_features_already_zero_outside_its_mask(variant):
+    """The network tells its partial convolutions that their inputs are masked (they skip the
+    multiplication): sound only while every feature map it convolves is 0 wherever its mask
+    is 0. Checked layer by layer, with noise where there is no data and a grid to be padded."""
+    model = tiny(variant)
+    values, valid, aux = sample(rows=37, cols=53)
+    values = torch.where(valid.bool(), values, torch.rand_like(values) * 50.0)
+    domain = torch.maximum(valid[:, -1], aux[:, AUX_HOLE : AUX_HOLE + 1]).bool()
+    aux = torch.where(domain, aux, torch.rand_like(aux) * 50.0)
+    checked = []
+
+    def check(module: PartialConv2d, args: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, mask = args
+        assert (x[mask.expand_as(x) == 0] == 0).all()
+        checked.append((module, bool((mask == 0).any())))
+
+    convolutions = [m for m in model.modules() if isinstance(m, PartialConv2d)]
+    for module in convolutions:
+        module.register_forward_pre_hook(check)
+    with torch.no_grad():
+        model(values, valid, aux)
+    assert {module for module, _ in checked} == set(convolutions)
+    # Something to check: the finer maps have masked pixels (the coarsest may be all valid).
+    assert sum(masked for _, masked in checked) >= 3
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_frames_encoded_one_at_a_time_match_the_batched_encoder(variant):
+    """The radar encoder takes one frame at a time and keeps a level's earlier frames only where
+    a ConvLSTM reads them; what it keeps equals all frames encoded as one batch."""
+    model = tiny(variant)
+    values, valid, _ = sample(steps=5)
+    radar = torch.log1p(values) * valid
+    with torch.no_grad():
+        batched = list(model.encoder(radar.flatten(0, 1), valid.flatten(0, 1)))
+        framewise = list(model._encode_frames(radar, valid))
+    assert len(framewise) == len(batched) == len(model.levels)
+    for level, (x, m), (bx, bm) in zip(model.levels, framewise, batched, strict=True):
+        bx, bm = (t.unflatten(0, values.shape[:2]) for t in (bx, bm))
+        if not level.recurrent:
+            bx, bm = bx[:, -1:], bm[:, -1:]
+        assert x.shape == bx.shape
+        assert m.shape == bm.shape
+        assert torch.allclose(x, bx, atol=1e-6)
+        assert torch.equal(m, bm)
+    assert any(level.recurrent for level in model.levels) == ("lstm" in variant)
 
 
 @pytest.mark.parametrize("variant", TEMPORAL)
