@@ -17,12 +17,14 @@ ratio ``window_size / count`` is the same as NVIDIA's multi-channel one, while t
 convolution is ``C_in x C_out`` times cheaper and the mask stays one channel through the network.
 
 Values under mask 0 never influence the output, whatever they are: they are multiplied by 0
-before the convolution, and outputs whose window saw no valid input are set to 0.
+before the convolution (unless the caller says they are 0 already, ``masked``), and outputs
+whose window saw no valid input are set to 0.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual alias)
@@ -32,7 +34,7 @@ __all__ = ["MaskedAvgPool2d", "PartialConv2d", "partial_conv2d"]
 
 
 def partial_conv2d(
-    x: torch.Tensor,
+    x: torch.Tensor | Sequence[torch.Tensor],
     mask: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
@@ -46,8 +48,11 @@ def partial_conv2d(
 
     Parameters
     ----------
-    x : torch.Tensor
-        ``(B, C_in, H, W)`` input.
+    x : torch.Tensor or sequence of torch.Tensor
+        ``(B, C_in, H, W)`` input, or its channel groups in order: the parts of a
+        concatenation, each convolved with its slice of ``weight`` and summed, so that the
+        concatenated copy is never made (at a decoder's full-resolution head it would be the
+        largest tensor of a pass).
     mask : torch.Tensor
         ``(B, 1, H, W)``, 1 where ``x`` is valid and 0 where not (float, same dtype as ``x``).
     weight : torch.Tensor
@@ -67,10 +72,16 @@ def partial_conv2d(
         ``(B, C_out, H', W')`` renormalised output (0 where ``new_mask`` is 0) and
         ``(B, 1, H', W')`` new mask: 1 exactly where the window held at least one valid input.
     """
-    if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[0] != x.shape[0]:
-        raise ValueError(f"mask must be (B, 1, H, W) for x {tuple(x.shape)}, got {mask.shape}")
-    if mask.shape[2:] != x.shape[2:]:
-        raise ValueError(f"mask size {tuple(mask.shape[2:])} != x size {tuple(x.shape[2:])}")
+    parts = [x] if isinstance(x, torch.Tensor) else list(x)
+    for part in parts:
+        if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[0] != part.shape[0]:
+            raise ValueError(
+                f"mask must be (B, 1, H, W) for x {tuple(part.shape)}, got {mask.shape}"
+            )
+        if mask.shape[2:] != part.shape[2:]:
+            raise ValueError(f"mask size {tuple(mask.shape[2:])} != x size {tuple(part.shape[2:])}")
+    if (channels := sum(part.shape[1] for part in parts)) != weight.shape[1]:
+        raise ValueError(f"x has {channels} channels, the weight {weight.shape[1]}")
     kernel = tuple(weight.shape[2:])
     window_size = kernel[0] * kernel[1]
     with torch.no_grad():
@@ -79,9 +90,17 @@ def partial_conv2d(
         else:
             ones = mask.new_ones((1, 1, *kernel))
             share = F.conv2d(mask, ones, None, stride, padding, dilation) / window_size
-        new_mask = (share > 0.5 / window_size).to(x.dtype)
+        new_mask = (share > 0.5 / window_size).to(parts[0].dtype)
         scale = new_mask / share.clamp(min=1.0 / window_size)
-    out = F.conv2d(x if masked else x * mask, weight, None, stride, padding, dilation).mul_(scale)
+    start, out = 0, None
+    for part in parts:
+        stop = start + part.shape[1]
+        term = F.conv2d(
+            part if masked else part * mask, weight[:, start:stop], None, stride, padding, dilation
+        )
+        out, start = (term if out is None else out.add_(term)), stop
+    assert out is not None  # the channel check above leaves at least one part
+    out.mul_(scale)
     if bias is not None:
         out.addcmul_(bias.view(1, -1, 1, 1), new_mask)
     return out, new_mask
@@ -128,10 +147,10 @@ class PartialConv2d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, *, masked: bool = False
+        self, x: torch.Tensor | Sequence[torch.Tensor], mask: torch.Tensor, *, masked: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(out, new_mask)`` for ``x`` ``(B, C_in, H, W)``, ``mask`` ``(B, 1, H, W)``
-        (``masked`` as for :func:`partial_conv2d`)."""
+        """Return ``(out, new_mask)`` for ``x`` ``(B, C_in, H, W)`` (or its channel groups),
+        ``mask`` ``(B, 1, H, W)``; ``x`` and ``masked`` as for :func:`partial_conv2d`."""
         return partial_conv2d(
             x, mask, self.weight, self.bias, self.stride, self.padding, self.dilation, masked=masked
         )

@@ -97,8 +97,9 @@ class PConvBlock(nn.Module):
             nn.Identity() if negative_slope is None else nn.LeakyReLU(negative_slope, inplace=True)
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Masked:
-        """Return the activated features and their new mask.
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor], mask: torch.Tensor) -> Masked:
+        """Return the activated features and their new mask (``x`` may be given as the
+        channel groups of a concatenation, see :func:`~radinfill.model.pconv.partial_conv2d`).
 
         ``x`` must be 0 wherever ``mask`` is 0 (:func:`~radinfill.model.pconv.partial_conv2d`'s
         ``masked``), and is throughout the network: its inputs are masked, each block's
@@ -266,11 +267,11 @@ class DecoderBlock(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor, skip: torch.Tensor, skip_mask: torch.Tensor
     ) -> Masked:
         """Upsample ``x`` to the skip's size, concatenate, convolve; returns features and mask."""
-        # The upsampled features live only inside the concatenation: at the head they are
-        # 16 full-resolution channels.
+        # The concatenation is given as its two parts and never made: at the head it would be
+        # 23 full-resolution channels, the largest tensor of a pass.
         size = skip.shape[2:]
         mask = torch.maximum(F.interpolate(mask, size=size, mode="nearest"), skip_mask)
-        return self.block(torch.cat([F.interpolate(x, size=size, mode="nearest"), skip], 1), mask)
+        return self.block([F.interpolate(x, size=size, mode="nearest"), skip], mask)
 
 
 # --- the assembly class -------------------------------------------------------------------------

@@ -133,6 +133,18 @@ def test_partial_conv_told_its_input_is_masked_gives_the_same_result():
         assert torch.equal(a, b)
 
 
+def test_partial_conv_of_channel_groups_is_that_of_their_concatenation():
+    mask = (torch.rand(2, 1, 17, 20) > 0.6).float()
+    parts = [torch.randn(2, 3, 17, 20), torch.randn(2, 2, 17, 20)]
+    weight, bias = torch.randn(4, 5, 3, 3), torch.randn(4)
+    whole, whole_mask = partial_conv2d(torch.cat(parts, 1), mask, weight, bias, 1, 1)
+    out, new_mask = partial_conv2d(parts, mask, weight, bias, 1, 1)
+    assert torch.allclose(out, whole, atol=1e-5)
+    assert torch.equal(new_mask, whole_mask)
+    with pytest.raises(ValueError, match="4 channels, the weight 5"):
+        partial_conv2d([parts[0], parts[0][:, :1]], mask, weight)
+
+
 def test_partial_conv_wants_a_single_channel_mask_of_the_input_size():
     x = torch.randn(1, 3, 8, 8)
     with pytest.raises(ValueError, match="mask"):
@@ -269,9 +281,10 @@ def test_every_partial_convolution_reads_features_already_zero_outside_its_mask(
     aux = torch.where(domain, aux, torch.rand_like(aux) * 50.0)
     checked = []
 
-    def check(module: PartialConv2d, args: tuple[torch.Tensor, torch.Tensor]) -> None:
+    def check(module: PartialConv2d, args: tuple[torch.Tensor | list, torch.Tensor]) -> None:
         x, mask = args
-        assert (x[mask.expand_as(x) == 0] == 0).all()
+        for part in [x] if isinstance(x, torch.Tensor) else x:  # a decoder's channel groups
+            assert (part[mask.expand_as(part) == 0] == 0).all()
         checked.append((module, bool((mask == 0).any())))
 
     convolutions = [m for m in model.modules() if isinstance(m, PartialConv2d)]
