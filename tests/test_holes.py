@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from radinfill import holes
 from radinfill.radolan import Field, read_one
+from radinfill.radolan.grids import grid_for
 from radinfill.radolan.sites import OPERATIONAL, SITES
 from tests.radolan_samples import haversine_km
 
@@ -261,6 +262,19 @@ def test_disc_uses_great_circle_distance(complete: Field, site: str, radius: flo
     row, col = _pixel(complete, SITES[site].lon, SITES[site].lat)
     planar = np.hypot(x - x[row, col], y - y[row, col]) <= radius * 1000.0
     assert (mask != planar).sum() > 0.03 * truth.sum()  # the test can tell the two apart
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "ellipsoid"), [(1100, 900, "sphere"), (1200, 1100, "wgs84")]
+)
+def test_every_disc_is_whole_on_the_larger_grids(rows: int, cols: int, ellipsoid: str):
+    """Discs are computed inside a box around their site: the box must hold all of each one,
+    also where the map's scale is largest and where a disc is cut by the grid's edge."""
+    grid = grid_for(rows, cols, ellipsoid=ellipsoid)
+    lon, lat = grid.lonlat()
+    for site in SITES:
+        truth = haversine_km(lon, lat, site) <= 150.0
+        assert (holes.coverage(grid, [site], 150.0) != truth).sum() <= 3, site
 
 
 def test_coverage_is_cached_and_read_only(complete: Field):
