@@ -439,12 +439,15 @@ class InfillEngine:
             cap = crops.paste(
                 large,
                 (
-                    (region, envelope.evidence_cap(frames[(..., *region)] * to_rate, large[region]))
+                    (region, envelope.evidence_cap(frames[(..., *region)], large[region]) * to_rate)
                     for region in regions
                 ),
             )
-            bounded, departed = envelope.bound(rate, prior, large, cap)
-            values = bounded / to_rate
+            # The envelope judges the hole's pixels only, as vectors: on full grids its dozen
+            # temporaries were the largest arrays of a product after the network's.
+            bounded, departed = envelope.bound(rate[large], prior[large], cap[large])
+            values = np.full(large.shape, np.nan, dtype=np.float32)
+            values[large] = bounded / to_rate
             if small.any():
                 values[small] = self._specks(frames, small)[small]
             if departed:

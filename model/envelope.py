@@ -88,44 +88,48 @@ def evidence_cap(
         )
     if radius < 0 or margin < 1:
         raise ValueError(f"need radius >= 0 and margin >= 1, got {radius}, {margin}")
-    seen = np.isfinite(frames)
-    seen[-1] &= ~hole
-    peak = np.max(np.where(seen, frames, 0.0), axis=0, initial=0.0)
+    # Frame by frame: a long outage's window is 24 frames, and the engine's crops are large.
+    peak = np.zeros(hole.shape, dtype=np.float32)
+    for t, frame in enumerate(frames):
+        seen = np.isfinite(frame) if t < len(frames) - 1 else np.isfinite(frame) & ~hole
+        np.maximum(peak, frame, out=peak, where=seen)
     local = ndimage.maximum_filter(peak, size=2 * radius + 1, mode="constant", cval=0.0)
     return (np.float32(margin) * local).astype(np.float32)
 
 
-def bound(
-    prediction: np.ndarray, prior: np.ndarray, hole: np.ndarray, cap: np.ndarray
-) -> tuple[np.ndarray, bool]:
+def bound(prediction: np.ndarray, prior: np.ndarray, cap: np.ndarray) -> tuple[np.ndarray, bool]:
     """A prediction kept inside the envelope of its prior and the evidence.
 
     Parameters
     ----------
     prediction, prior : numpy.ndarray
-        ``(rows, cols)`` rates in mm/h from the network and from its classical prior; only
-        hole pixels are read.
-    hole : numpy.ndarray
-        bool ``(rows, cols)``, the pixels being infilled.
+        Rates in mm/h of the pixels being infilled, from the network and from its classical
+        prior: every value given is judged, so pass the hole's pixels (the engine passes
+        them as vectors, so the work grows with the hole, not with the grid).
     cap : numpy.ndarray
-        ``(rows, cols)`` largest allowed rate in mm/h (:func:`evidence_cap`).
+        Largest allowed rate in mm/h of the same pixels (:func:`evidence_cap`).
 
     Returns
     -------
     values, departed
-        float32 ``(rows, cols)``: the bounded prediction (steps 1 and 2 of the module
-        docstring), or the prior when the departure check fails, both capped by the
+        float32, the shape of ``prediction``: the bounded prediction (steps 1 and 2 of the
+        module docstring), or the prior when the departure check fails, both capped by the
         evidence; ``departed`` tells which (True: the prior was used).
     """
+    if not prediction.shape == prior.shape == cap.shape:
+        raise ValueError(
+            f"prediction, prior and cap differ in shape: {prediction.shape}, {prior.shape}, "
+            f"{cap.shape}"
+        )
     cap = np.maximum(np.nan_to_num(cap, nan=0.0), 0.0)
     prior = np.minimum(np.clip(np.nan_to_num(prior, nan=0.0), 0.0, None), cap)
     values = np.clip(np.nan_to_num(prediction, nan=0.0), 0.0, None)
     base = np.log1p(prior)
     limited = np.clip(np.log1p(values), base - MAX_CORRECTION, base + MAX_CORRECTION)
     values = np.minimum(np.expm1(limited), cap).astype(np.float32)
-    if not hole.any():
+    if not values.size:
         return values, False
-    departure = np.log1p(values[hole]) - base[hole]
+    departure = np.log1p(values) - base
     departed = bool(
         np.abs(departure).mean() > MAX_MEAN_DEPARTURE or abs(departure.mean()) > MAX_MEAN_BIAS
     )

@@ -38,8 +38,9 @@ def whole_grid(infill: InfillEngine, frames: np.ndarray, hole: np.ndarray) -> tu
     rate = infill._forward(infill.model, infill.device, [inputs])[0]
     to_rate = np.float32(60.0 / infill.interval_minutes)
     cap = envelope.evidence_cap(frames * to_rate, hole)
-    bounded, _ = envelope.bound(rate, inputs.aux[features.AUX_ADVECTED], hole, cap)
-    return rate[hole] / to_rate, bounded[hole] / to_rate
+    prior = inputs.aux[features.AUX_ADVECTED]
+    bounded, _ = envelope.bound(rate[hole], prior[hole], cap[hole])
+    return rate[hole] / to_rate, bounded / to_rate
 
 
 @pytest.fixture(scope="module")

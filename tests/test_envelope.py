@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from radinfill.model import baselines, build, envelope, features
 from radinfill.model.engine import ENVELOPE, InfillEngine
@@ -124,22 +125,44 @@ def test_evidence_cap_is_the_local_maximum_times_the_margin() -> None:
     assert cap[50, 50] == 0.0  # the 500 in the hole counts for nothing
 
 
+def test_evidence_cap_is_the_local_maximum_of_what_the_window_saw() -> None:
+    """Against the definition on all frames at once: non-finite values and the current
+    frame's hole count for nothing, and the cap is never below 0."""
+    rng = np.random.default_rng(3)
+    frames = rng.gamma(0.6, 3.0, (7, 60, 50)).astype(np.float32) - 0.5
+    frames[rng.random(frames.shape) < 0.1] = np.nan
+    frames[2, 5, 5], frames[4, 40, 40] = np.inf, -np.inf
+    hole = np.zeros((60, 50), dtype=bool)
+    hole[20:35, 10:30] = True
+    frames[-1][hole] = 1000.0  # the truth in evaluation: never read
+    seen = np.isfinite(frames)
+    seen[-1] &= ~hole
+    peak = np.where(seen, frames, 0.0).max(axis=0).clip(min=0.0)
+    expected = 1.25 * ndimage.maximum_filter(peak, size=9, mode="constant", cval=0.0)
+    cap = envelope.evidence_cap(frames, hole, radius=4, margin=1.25)
+    np.testing.assert_allclose(cap, expected, rtol=1e-6)
+    assert cap.max() < 1000.0
+
+
 def test_bound_limits_each_pixel_and_falls_back_on_departure() -> None:
-    hole = np.zeros((12, 12), dtype=bool)
-    hole[1:11, 1:11] = True  # 100 pixels
-    prior = np.full((12, 12), 10.0, dtype=np.float32)
-    cap = np.full((12, 12), 100.0, dtype=np.float32)
+    prior = np.full(100, 10.0, dtype=np.float32)  # the hole's pixels
+    cap = np.full(100, 100.0, dtype=np.float32)
     # One wild pixel among faithful ones: clipped to exp(0.7) times the prior, kept.
     prediction = prior.copy()
-    prediction[1, 1] = 90.0
-    values, departed = envelope.bound(prediction, prior, hole, cap)
+    prediction[0] = 90.0
+    values, departed = envelope.bound(prediction, prior, cap)
     assert not departed
-    assert values[1, 1] == pytest.approx(np.expm1(np.log1p(10.0) + envelope.MAX_CORRECTION))
-    assert values[2, 2] == pytest.approx(10.0)
+    assert values[0] == pytest.approx(np.expm1(np.log1p(10.0) + envelope.MAX_CORRECTION))
+    assert values[1] == pytest.approx(10.0)
     # A uniform 10 % excess is a bias: the prior is used.
-    values, departed = envelope.bound(prior * 1.1, prior, hole, cap)
+    values, departed = envelope.bound(prior * 1.1, prior, cap)
     assert departed
-    assert np.array_equal(values[hole], prior[hole])
+    assert np.array_equal(values, prior)
     # The evidence caps the prior too.
-    values, _ = envelope.bound(prior, prior, hole, np.full((12, 12), 4.0, dtype=np.float32))
-    assert values[hole].max() == pytest.approx(4.0)
+    values, _ = envelope.bound(prior, prior, np.full(100, 4.0, dtype=np.float32))
+    assert values.max() == pytest.approx(4.0)
+    # Nothing to judge: no fallback.
+    empty = np.zeros(0, dtype=np.float32)
+    assert envelope.bound(empty, empty, empty) == (pytest.approx(empty), False)
+    with pytest.raises(ValueError, match="differ in shape"):
+        envelope.bound(prior, prior[:5], cap)
