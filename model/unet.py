@@ -430,9 +430,7 @@ class InfillNet(nn.Module):
             [aux[:, :AUX_ADVECTED], torch.log1p(advected), aux[:, AUX_ADVECTED + 1 :]], 1
         )
         aux = _channels_last(aux * domain)
-        radar = torch.log1p(values.clamp(min=0.0)) * valid
-
-        radar_levels = self._encode_frames(radar, valid)
+        radar_levels = self._encode_frames(values, valid)
         aux_levels = self.aux_encoder(aux, domain)
         previous = iter(state if state is not None else [None] * self._recurrent_levels)
         skips: list[Masked] = []
@@ -446,25 +444,30 @@ class InfillNet(nn.Module):
         x, mask = skips[-1]
         for block, (skip, skip_mask) in zip(self.decoder, reversed(skips[:-1]), strict=True):
             x, mask = block(x, mask, skip, skip_mask)
-        skip = _channels_last(torch.cat([radar[:, -1], valid[:, -1], aux], 1))
+        skip = _channels_last(
+            torch.cat([_radar(values[:, -1], valid[:, -1]), valid[:, -1], aux], 1)
+        )
         correction, _ = self.head(x, mask, skip, domain)
         correction = correction * domain
         prediction = F.relu(advected + (1.0 + advected) * torch.expm1(correction))
         return prediction[..., :height, :width], tuple(states) if self.temporal else None
 
-    def _encode_frames(self, radar: torch.Tensor, valid: torch.Tensor) -> Iterator[Masked]:
+    def _encode_frames(self, values: torch.Tensor, valid: torch.Tensor) -> Iterator[Masked]:
         """Each level's radar features and masks of the frames its fusion reads: ``(B, T', C,
         h, w)``, every frame at a level with memory, the last frame elsewhere (``T' = 1``).
 
-        The frames go through the encoder one at a time: a level's features of every frame
-        are the largest tensors of a pass (16 channels at half resolution), and the finer
-        levels, which have no memory, need only the last frame's; the others are let go as
-        soon as the next level is made. Each level is let go once the caller takes the next.
+        ``values`` and ``valid`` as for :meth:`forward`, padded. The frames go through the
+        encoder one at a time, each frame's radar input made as it goes: a level's features
+        of every frame are the largest tensors of a pass (16 channels at half resolution),
+        and the finer levels, which have no memory, need only the last frame's; the others
+        are let go as soon as the next level is made. Each level is let go once the caller
+        takes the next.
         """
-        steps = radar.shape[1]
+        steps = values.shape[1]
         kept: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = [([], []) for _ in self.levels]
         for t in range(steps):
-            levels = self.encoder(_channels_last(radar[:, t]), _channels_last(valid[:, t]))
+            radar = _channels_last(_radar(values[:, t], valid[:, t]))
+            levels = self.encoder(radar, _channels_last(valid[:, t]))
             for level, (xs, ms), (x, m) in zip(self.levels, kept, levels, strict=True):
                 if level.recurrent or t == steps - 1:
                     xs.append(x)
@@ -530,6 +533,11 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     faster on it, narrow outputs like the one-channel head the most.
     """
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def _radar(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The radar stream's input: ``log1p`` of the rain rate (mm/h), 0 where there is no data."""
+    return torch.log1p(values.clamp(min=0.0)) * valid
 
 
 def _stack_frames(frames: Sequence[torch.Tensor]) -> torch.Tensor:

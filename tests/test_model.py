@@ -306,7 +306,7 @@ def test_frames_encoded_one_at_a_time_match_the_batched_encoder(variant):
     radar = torch.log1p(values) * valid
     with torch.no_grad():
         batched = list(model.encoder(radar.flatten(0, 1), valid.flatten(0, 1)))
-        framewise = list(model._encode_frames(radar, valid))
+        framewise = list(model._encode_frames(values, valid))
     assert len(framewise) == len(batched) == len(model.levels)
     for level, (x, m), (bx, bm) in zip(model.levels, framewise, batched, strict=True):
         bx, bm = (t.unflatten(0, values.shape[:2]) for t in (bx, bm))
