@@ -12,8 +12,9 @@ p95 latency fell from 0.60-0.65 to 0.46-0.48 s with it).
 :func:`keep_freed_memory` therefore has blocks up to :data:`HEAP_BLOCK_BYTES` served from the
 heap, and keeps freed memory there until the free top exceeds :data:`TRIM_BYTES`. RSS rises to
 the largest product's working set and stays there: bounded by the working set, not by uptime
-(``bench/soak.py`` checks it). The network's peak RSS in ``bench/service.py`` on 1100 x 900 is
-about what it was with the defaults (710-770 MB between runs against 720-750 MB); one arena for
+(``bench/soak.py`` checks it). The network's peak RSS in ``bench/service.py`` on 1100 x 900
+(live run / with the backlog) is 673 / 764 MB kept this way, 660 / 736 MB with the defaults and
+639 / 725 MB trimming the heap after every product, which costs 0.1 s of latency; one arena for
 all threads instead of glibc's several made it 60 MB higher. :func:`release_free_memory`
 returns what is free when a service stops.
 """
