@@ -22,7 +22,7 @@ Targets, each seeded with real inputs and fuzzed for ``--seconds`` (default 60):
 Every input must satisfy three properties, or it is saved to ``--out`` and counted:
 
 1. only the documented error escapes: :class:`~radinfill.radolan.RadolanError`, resp.
-   :class:`~radinfill.model.checkpoint.CheckpointError` (anything else is an *escape*);
+   :class:`~radinfill.model.metadata.CheckpointError` (anything else is an *escape*);
 2. no hang: it finishes within ``--input-seconds`` (default 10; a ``SIGALRM`` watchdog
    interrupts Python code, libFuzzer's ``-timeout`` also native code under atheris);
 3. its peak allocation stays below a bound derived from the input and the grid (below).
@@ -754,7 +754,7 @@ def checkpoint_seeds(workdir: Path, shipped: Path | None = SHIPPED_MODEL) -> lis
     """Packed checkpoints: a small one of every variant and the shipped model, their metadata
     naming the weights by :data:`WEIGHTS_SHA256`."""
     from radinfill.model import build, list_variants, save_checkpoint
-    from radinfill.model.checkpoint import METADATA, WEIGHTS
+    from radinfill.model.metadata import METADATA, WEIGHTS
 
     directories = []
     for variant in list_variants():
@@ -775,7 +775,8 @@ def checkpoint_seeds(workdir: Path, shipped: Path | None = SHIPPED_MODEL) -> lis
 
 def checkpoint_target(workdir: Path, seeds: Sequence[bytes]) -> Target:
     """:func:`radinfill.model.load_checkpoint` on a checkpoint directory written per input."""
-    from radinfill.model.checkpoint import METADATA, WEIGHTS, CheckpointError, load_checkpoint
+    from radinfill.model.checkpoint import load_checkpoint
+    from radinfill.model.metadata import METADATA, WEIGHTS, CheckpointError
 
     directory = workdir / "checkpoint"
     directory.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,9 @@ class LoadedModel:
         Checksum of the weights ("" for a baseline).
     device
         Where it runs.
+    runtime
+        What runs the network: ``onnxruntime`` (its exported graph, on the CPU) or ``torch``
+        ("" for a baseline).
     interval_minutes
         Product interval the model was trained for (None: any, a baseline).
     engine
@@ -55,6 +58,7 @@ class LoadedModel:
     variant: str
     sha256: str = ""
     device: str = "cpu"
+    runtime: str = ""
     interval_minutes: int | None = None
     engine: Any = None
     causal: bool = True
@@ -93,7 +97,7 @@ def load(
     ------
     ValueError
         For an unknown baseline.
-    radinfill.model.registry.RegistryError, radinfill.model.checkpoint.CheckpointError
+    radinfill.model.registry.RegistryError, radinfill.model.metadata.CheckpointError
         When the model directory or a file in it is writable by others, a release fails its
         checksums or golden check, or a checkpoint cannot be loaded.
     """
@@ -103,14 +107,16 @@ def load(
             raise ValueError(f"{spec}: the service needs a causal baseline")
         return LoadedModel(baselines.get_method(name), spec, name, causal=causal)
     from radinfill.model import registry
-    from radinfill.model.checkpoint import METADATA, WEIGHTS
     from radinfill.model.engine import InfillEngine
+    from radinfill.model.graph import GRAPH
+    from radinfill.model.metadata import METADATA, WEIGHTS
 
     path = registry.resolve(Path(spec))
     if (path / registry.CHECKSUMS).exists():
         registry.verify(path)  # permissions of every file, then their checksums
     else:
-        registry.check_permissions(path, (WEIGHTS, METADATA))
+        files = (WEIGHTS, METADATA, GRAPH) if (path / GRAPH).exists() else (WEIGHTS, METADATA)
+        registry.check_permissions(path, files)
     engine = InfillEngine.from_checkpoint(path, device, fallback=fallback, **(engine or {}))
     if (path / registry.GOLDEN).exists():
         registry.golden_check(engine, path)
@@ -122,6 +128,7 @@ def load(
         variant=str(meta.get("variant", "unknown")),
         sha256=str(meta.get("sha256", "")),
         device=str(engine.device),
+        runtime=engine.runtime,
         interval_minutes=int(meta["interval_minutes"]),
         engine=engine,
     )

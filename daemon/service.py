@@ -239,6 +239,7 @@ class Service:
             "service_ready",
             model=self.slot.current.release,
             device=self.slot.current.device,
+            runtime=self.slot.current.runtime,
             backlog=found,
             metrics_port=self.server.port,
             watch_modes={str(k): v for k, v in self.watcher.modes.items()},
@@ -375,6 +376,7 @@ class Service:
                 "variant": model.variant,
                 "sha256": model.sha256,
                 "device": model.device,
+                "runtime": model.runtime,
                 "code_version": code_version(),
             }
         )

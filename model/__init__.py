@@ -10,8 +10,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from radinfill.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from radinfill.model.checkpoint import load_checkpoint, save_checkpoint
     from radinfill.model.engine import InfillEngine
+    from radinfill.model.metadata import CheckpointError
     from radinfill.model.registry import RegistryError
     from radinfill.model.unet import InfillNet, build, list_variants
 
@@ -33,7 +34,7 @@ _LAZY = {
     "list_variants": "unet",
     "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
-    "CheckpointError": "checkpoint",
+    "CheckpointError": "metadata",
     "InfillEngine": "engine",
     "RegistryError": "registry",
 }

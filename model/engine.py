@@ -26,6 +26,11 @@ the model; if the model fails there too (or fails on the CPU in the first place)
 named by ``fallback`` fills the hole. Each fallback is logged and counted in
 :attr:`InfillEngine.fallbacks`; the service keeps producing.
 
+On the CPU, a checkpoint that carries its exported graph (every published release) is run by
+onnxruntime instead of torch (:mod:`radinfill.model.graph`): same values to float rounding,
+and the service never imports torch, which alone costs 177 MB of resident memory. The engine
+itself works on NumPy arrays; only the torch forward pass converts them.
+
 Work in proportion to the hole
 ------------------------------
 A field without hole pixels costs no motion estimate and no forward pass. Otherwise the motion
@@ -76,25 +81,24 @@ import itertools
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from radinfill.model import baselines, crops, envelope, features, motion
-from radinfill.model.checkpoint import load_checkpoint
+from radinfill.model.graph import GRAPH, Graph
+from radinfill.model.metadata import read_metadata
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 LOG = logging.getLogger(__name__)
 
-#: Autocast dtypes of the ``precision`` option (None: plain float32).
-PRECISIONS: Mapping[str, torch.dtype | None] = {
-    "fp32": None,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-}
+#: Autocast dtypes (torch's names) of the ``precision`` option (None: plain float32).
+PRECISIONS: Mapping[str, str | None] = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
 #: Fallback reasons (see :class:`~radinfill.model.baselines.Ran`, :attr:`InfillEngine.fallbacks`).
 CUDA_TO_CPU = "cuda_to_cpu"
 MODEL_TO_BASELINE = "model_to_baseline"
@@ -122,6 +126,8 @@ CROP_MARGIN = max(NETWORK_MARGIN, envelope.EVIDENCE_RADIUS)
 SMALL_HOLE_PIXELS = 64
 
 Item = tuple[np.ndarray, np.ndarray]
+#: A forward pass on NumPy arrays: the network's inputs -> float32 ``(B, rows, cols)`` mm/h.
+Run = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 #: The inputs of one crop of a field: its region of the grid and the network inputs there.
@@ -134,7 +140,8 @@ class InfillEngine:
     Parameters
     ----------
     model
-        A network from :func:`radinfill.model.build` (``forward(values, valid, aux)``).
+        A network from :func:`radinfill.model.build` (``forward(values, valid, aux)``), or
+        its exported :class:`~radinfill.model.graph.Graph` (CPU only).
     window
         Frames of context the model was trained with.
     interval_minutes
@@ -153,7 +160,9 @@ class InfillEngine:
         Pixels by which neighbouring tiles overlap (the blending ramp's width).
     threads
         CPU threads for torch (process-wide ``torch.set_num_threads``), or None to leave
-        torch's setting. CPU results are reproducible for a fixed thread count.
+        torch's setting. CPU results are reproducible for a fixed thread count. A graph
+        has its own (:class:`~radinfill.model.graph.Graph`; :meth:`from_checkpoint` passes
+        them on).
     metadata
         The checkpoint metadata, kept for provenance (empty for an in-memory model).
     source
@@ -171,12 +180,13 @@ class InfillEngine:
     ------
     ValueError
         For an unknown precision or fallback, a bad tile/overlap, a CUDA device on a machine
-        without CUDA, or a model that needs auxiliary channels (NWP) the engine cannot supply.
+        without CUDA or for a graph, or a model that needs auxiliary channels (NWP) the
+        engine cannot supply.
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | Graph,
         *,
         window: int,
         interval_minutes: int,
@@ -201,7 +211,6 @@ class InfillEngine:
                 f"model takes {aux} auxiliary channels; the engine supplies the "
                 f"{features.AUX_CHANNELS} radar-derived ones only (no NWP input yet)"
             )
-        self.device = resolve_device(device)
         self.window = int(window)
         self.interval_minutes = int(interval_minutes)
         self.precision = precision
@@ -212,6 +221,17 @@ class InfillEngine:
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.source = source
         self.fallbacks: Counter[str] = Counter()
+        self._align = _downsampling(model)
+        if isinstance(model, Graph):
+            if str(device) not in ("auto", "cpu"):
+                raise ValueError(f"an exported graph runs on the CPU only, got device {device!r}")
+            self.device: str | torch.device = "cpu"
+            self.model: nn.Module | Graph = model
+            self._cpu_model = model
+            return
+        import torch
+
+        self.device = resolve_device(device)
         if threads is not None:
             torch.set_num_threads(threads)
         # Weights in channels-last layout: the network's inputs carry that layout (oneDNN's
@@ -223,7 +243,6 @@ class InfillEngine:
         # A CPU copy made now, while memory is plentiful, for the CUDA-failure path.
         self._cpu_model = model if self.device.type == "cpu" else copy.deepcopy(model).cpu()
         self.model = model.to(self.device)
-        self._align = _downsampling(model)
 
     @classmethod
     def from_checkpoint(
@@ -239,14 +258,25 @@ class InfillEngine:
     ) -> InfillEngine:
         """Load a checkpoint (verified, see :mod:`radinfill.model.checkpoint`) into an engine.
 
+        On the CPU, a checkpoint that carries its exported graph (:data:`GRAPH`, as every
+        published release does) runs it with onnxruntime and never imports torch (see
+        :mod:`radinfill.model.graph` for why); otherwise torch runs the weights.
+
         Raises
         ------
         CheckpointError
-            If the checkpoint cannot be used.
+            If the checkpoint or its graph cannot be used.
         ValueError
             For bad engine options (see :class:`InfillEngine`).
         """
-        model, meta = load_checkpoint(path, map_location="cpu")
+        model: nn.Module | Graph
+        if (Path(path) / GRAPH).exists() and _runs_on_the_cpu(device):
+            meta = read_metadata(path)
+            model, threads = Graph(Path(path) / GRAPH, meta, threads=threads), None
+        else:
+            from radinfill.model.checkpoint import load_checkpoint
+
+            model, meta = load_checkpoint(path, map_location="cpu")
         return cls(
             model,
             window=meta["window"],
@@ -265,8 +295,14 @@ class InfillEngine:
         variant = getattr(self.model, "variant", type(self.model).__name__)
         return (
             f"InfillEngine({variant}, window={self.window}, interval={self.interval_minutes} min, "
-            f"device={self.device}, precision={self.precision}, fallback={self.fallback})"
+            f"device={self.device}, runtime={self.runtime}, precision={self.precision}, "
+            f"fallback={self.fallback})"
         )
+
+    @property
+    def runtime(self) -> str:
+        """What runs the network: ``onnxruntime`` (its exported graph) or ``torch``."""
+        return "onnxruntime" if isinstance(self.model, Graph) else "torch"
 
     @property
     def provenance(self) -> dict[str, str]:
@@ -511,9 +547,11 @@ class InfillEngine:
         try:
             return self._forward_all(self.model, self.device, inputs), ""
         except (RuntimeError, MemoryError) as err:
-            if self.device.type != "cuda" or not _is_cuda_failure(err):
+            if not str(self.device).startswith("cuda") or not _is_cuda_failure(err):
                 return self._give_up(err, self.device)
             self._count(CUDA_TO_CPU, self.device, err, "the CPU")
+        import torch
+
         torch.cuda.empty_cache()  # outside the handler, so the failed pass's tensors are freed
         cpu = torch.device("cpu")
         try:
@@ -521,7 +559,7 @@ class InfillEngine:
         except (RuntimeError, MemoryError) as err:
             return self._give_up(err, cpu)
 
-    def _give_up(self, err: BaseException, device: torch.device) -> tuple[None, str]:
+    def _give_up(self, err: BaseException, device: str | torch.device) -> tuple[None, str]:
         """Hand a failed batch to the baseline (counted, logged); re-raise without one."""
         if self._baseline is None:
             raise err
@@ -529,7 +567,10 @@ class InfillEngine:
         return None, MODEL_TO_BASELINE
 
     def _forward_all(
-        self, model: nn.Module, device: torch.device, inputs: Sequence[features.Inputs]
+        self,
+        model: nn.Module | Graph,
+        device: str | torch.device,
+        inputs: Sequence[features.Inputs],
     ) -> list[np.ndarray]:
         """One forward pass per shape among ``inputs``; their (rows, cols) float32 mm/h."""
         by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -543,41 +584,55 @@ class InfillEngine:
         return outputs
 
     def _forward(
-        self, model: nn.Module, device: torch.device, inputs: Sequence[features.Inputs]
+        self,
+        model: nn.Module | Graph,
+        device: str | torch.device,
+        inputs: Sequence[features.Inputs],
     ) -> np.ndarray:
         """One forward pass over a batch on ``device``; (B, rows, cols) float32 mm/h."""
-        values, valid, aux = (t.to(device) for t in features.to_tensors(inputs))
+        run = model if isinstance(model, Graph) else self._torch_run(model, device)
+        values, valid, aux = features.to_arrays(inputs)
+        if self.tile is None:
+            return run(values, valid, aux)
+        return self._tiled(run, self.tile, values, valid, aux)
+
+    def _torch_run(self, model: nn.Module, device: str | torch.device) -> Run:
+        """``model``'s forward pass on ``device`` (under autocast for a half precision on
+        CUDA), on NumPy arrays."""
+        import torch
+
         dtype = PRECISIONS[self.precision]
-        autocast = (
-            torch.autocast(device_type="cuda", dtype=dtype)
-            if device.type == "cuda" and dtype is not None
-            else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), autocast:
-            if self.tile is None:
-                prediction = model(values, valid, aux)[0]
-            else:
-                prediction = self._tiled(model, self.tile, values, valid, aux)
-        return prediction.float()[:, 0].cpu().numpy()
+        on_cuda = str(device).startswith("cuda") and dtype is not None
+
+        def run(values: np.ndarray, valid: np.ndarray, aux: np.ndarray) -> np.ndarray:
+            tensors = (torch.from_numpy(array).to(device) for array in (values, valid, aux))
+            autocast = (
+                torch.autocast(device_type="cuda", dtype=getattr(torch, str(dtype)))
+                if on_cuda
+                else contextlib.nullcontext()
+            )
+            with torch.inference_mode(), autocast:
+                prediction = model(*tensors)[0]
+            return prediction.float()[:, 0].cpu().numpy()
+
+        return run
 
     def _tiled(
         self,
-        model: nn.Module,
+        run: Run,
         tile: tuple[int, int],
-        values: torch.Tensor,
-        valid: torch.Tensor,
-        aux: torch.Tensor,
-    ) -> torch.Tensor:
+        values: np.ndarray,
+        valid: np.ndarray,
+        aux: np.ndarray,
+    ) -> np.ndarray:
         """Forward pass tile by tile, blended with linear ramps (see the module notes)."""
         rows, cols = aux.shape[-2:]
-        total = torch.zeros((aux.shape[0], 1, rows, cols), device=aux.device)
-        weight = torch.zeros((rows, cols), device=aux.device)
+        total = np.zeros((aux.shape[0], rows, cols), dtype=np.float32)
+        weight = np.zeros((rows, cols), dtype=np.float32)
         for (r0, r1), (c0, c1), w in _tiles((rows, cols), tile, self.overlap, self._align):
             window = (..., slice(r0, r1), slice(c0, c1))
-            part = model(values[window], valid[window], aux[window])[0].float()
-            w = torch.from_numpy(w).to(aux.device)
-            total[window] += part * w
-            weight[r0:r1, c0:c1] += w
+            total[window] += run(values[window], valid[window], aux[window]) * w
+            weight[window] += w
         return total / weight
 
     def _count_envelope(self) -> None:
@@ -590,7 +645,9 @@ class InfillEngine:
             self.fallbacks[ENVELOPE],
         )
 
-    def _count(self, reason: str, device: torch.device, err: BaseException, instead: str) -> None:
+    def _count(
+        self, reason: str, device: str | torch.device, err: BaseException, instead: str
+    ) -> None:
         """Count a fallback and log it with the error's first line."""
         self.fallbacks[reason] += 1
         LOG.warning(
@@ -612,6 +669,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
     ValueError
         For a device that is neither CPU nor CUDA, or CUDA on a machine without it.
     """
+    import torch
+
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -682,11 +741,22 @@ def _checked_tile(tile: tuple[int, int] | None, overlap: int) -> tuple[int, int]
     return rows, cols
 
 
-def _downsampling(model: nn.Module) -> int:
+def _downsampling(model: nn.Module | Graph) -> int:
     """Total down-sampling factor of the network (tile origins are multiples of it)."""
     return int(getattr(model, "multiple", 1))
 
 
+def _runs_on_the_cpu(device: str | torch.device) -> bool:
+    """Whether ``device`` means the CPU, decided without importing torch where possible: with
+    ``"auto"``, a machine without NVIDIA device nodes (``/dev/nvidia0``, ...) has no CUDA
+    device for torch to find."""
+    if str(device) == "auto" and any(Path("/dev").glob("nvidia[0-9]*")):
+        return resolve_device(device).type == "cpu"
+    return str(device) in ("auto", "cpu")
+
+
 def _is_cuda_failure(err: BaseException) -> bool:
     """Whether an error came from the CUDA device (out of memory, driver or kernel errors)."""
+    import torch
+
     return isinstance(err, torch.cuda.OutOfMemoryError) or "CUDA" in str(err)

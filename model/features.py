@@ -28,7 +28,8 @@ channels by the same :func:`~radinfill.model.motion.estimate` with the same defa
 learned infill starts from the strongest classical causal method, ``advection_boundary``
 (:mod:`radinfill.model.baselines`), and an untrained network equals it exactly.
 
-:func:`prepare` is pure numpy; :func:`to_tensors` is the one place that imports torch.
+:func:`prepare` and :func:`to_arrays` are pure numpy; :func:`to_tensors` is the one place that
+imports torch.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ __all__ = [
     "cropped",
     "lead_steps",
     "prepare",
+    "to_arrays",
     "to_tensors",
 ]
 
@@ -265,10 +267,8 @@ def lead_steps(frames_valid: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return np.where(hole, steps, 0).astype(np.int64)
 
 
-def to_tensors(
-    inputs: Sequence[Inputs],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack the inputs of several steps into the batched float32 tensors of the networks.
+def to_arrays(inputs: Sequence[Inputs]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack the inputs of several steps into the batched float32 arrays of the networks.
 
     Parameters
     ----------
@@ -277,29 +277,37 @@ def to_tensors(
 
     Returns
     -------
-    values, valid, aux : torch.Tensor
-        ``(B, T, 1, H, W)``, ``(B, T, 1, H, W)`` and ``(B, A, H, W)`` on the CPU.
+    values, valid, aux : numpy.ndarray
+        ``(B, T, 1, H, W)``, ``(B, T, 1, H, W)`` and ``(B, A, H, W)``.
 
     Raises
     ------
     ValueError
         For an empty sequence or inputs of different shapes.
     """
-    import torch
-
     if not inputs:
-        raise ValueError("to_tensors needs at least one Inputs")
+        raise ValueError("to_arrays needs at least one Inputs")
     shapes = {(item.values.shape, item.aux.shape) for item in inputs}
     if len(shapes) != 1:
         raise ValueError(f"inputs differ in shape (values, aux): {sorted(shapes)}")
 
-    def stack(name: str) -> torch.Tensor:
+    def stack(name: str) -> np.ndarray:
         arrays = [getattr(item, name) for item in inputs]
         # One input (the live service) is viewed, not copied: 18 MB on a 512 x 528 crop, alive
         # beside the network's activations.
-        return torch.from_numpy(arrays[0][None] if len(arrays) == 1 else np.stack(arrays))
+        return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
 
-    return stack("values").unsqueeze(2), stack("valid").unsqueeze(2), stack("aux")
+    return stack("values")[:, :, None], stack("valid")[:, :, None], stack("aux")
+
+
+def to_tensors(
+    inputs: Sequence[Inputs],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`to_arrays` as CPU tensors (views of the arrays), for training."""
+    import torch
+
+    values, valid, aux = to_arrays(inputs)
+    return torch.from_numpy(values), torch.from_numpy(valid), torch.from_numpy(aux)
 
 
 def _checked_nwp(nwp: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:

@@ -8,6 +8,7 @@ The service loads its model from a registry directory, the promote job writes in
                 weights.safetensors     copied from the checkpoint
                 metadata.json           copied from the checkpoint (its sha256 names the weights)
                 golden.npz              golden input and the output expected from this model
+                model.onnx              the network exported for onnxruntime (optional)
                 decision.json, ...      extra files of the publisher (the promotion decision)
                 SHA256SUMS              ``sha256sum`` lines over every other file
         current -> releases/<version>   the release the service runs
@@ -26,8 +27,10 @@ checks the files against ``SHA256SUMS`` (:func:`verify`), loads the engine from 
 and runs the golden input through it (:func:`golden_check`) before it swaps models. The
 golden input is a small synthetic sequence (:data:`GOLDEN_SHAPE`, so the check costs
 milliseconds) with a wet disc outage; the expected output is the network's own prediction
-(before the engine's safety envelope) on the CPU when it was published, and the output the
-service would publish is compared with the synthetic truth. Releases are never unpickled:
+(before the engine's safety envelope) on the CPU when it was published, made by torch from the
+weights, so that it also holds the exported graph (``model.onnx``, which the service runs on
+the CPU, :mod:`radinfill.model.graph`) to the weights; and the output the service would
+publish is compared with the synthetic truth. Releases are never unpickled:
 weights are safetensors, metadata JSON, and ``golden.npz`` is read with
 ``allow_pickle=False``.
 """
@@ -47,9 +50,9 @@ from pathlib import Path
 import numpy as np
 
 from radinfill import atomic, cuts, permissions, synth
-from radinfill.model import baselines, envelope
-from radinfill.model.checkpoint import METADATA, WEIGHTS, read_metadata
+from radinfill.model import baselines, envelope, graph
 from radinfill.model.engine import InfillEngine
+from radinfill.model.metadata import METADATA, WEIGHTS, read_metadata
 
 RELEASES = "releases"
 CURRENT = "current"
@@ -95,6 +98,7 @@ def publish(
     *,
     version: str | None = None,
     extra_files: Mapping[str, bytes] | None = None,
+    export: bool = True,
 ) -> Path:
     """Copy a checkpoint into ``REGISTRY/releases/<version>`` as a complete, immutable release.
 
@@ -110,6 +114,11 @@ def publish(
     extra_files
         File name -> contents of further files (e.g. ``decision.json``), written before the
         release appears; the names of the release's own files are refused.
+    export
+        Export the network as an ONNX graph (:data:`radinfill.model.graph.GRAPH`), checked
+        against the golden output before the release appears: the service then runs it on
+        the CPU without importing torch (:mod:`radinfill.model.graph`). False leaves it out
+        (the release then runs with torch everywhere) and saves the export's 15-30 s.
 
     Returns
     -------
@@ -143,7 +152,11 @@ def publish(
         _write(tmp / WEIGHTS, weights)
         _write(tmp / METADATA, _read(source / METADATA))
         # The expected output comes from exactly the bytes that were copied.
-        write_golden(InfillEngine.from_checkpoint(tmp, "cpu", fallback=None), tmp / GOLDEN)
+        reference = InfillEngine.from_checkpoint(tmp, "cpu", fallback=None)  # torch
+        write_golden(reference, tmp / GOLDEN)
+        if export:
+            _write(tmp / graph.GRAPH, graph.export(reference.model, weights_sha256=meta["sha256"]))
+            _check_prediction(InfillEngine.from_checkpoint(tmp, "cpu", fallback=None), tmp)
         for name, data in extra.items():
             _write(tmp / name, data)
         _write(tmp / CHECKSUMS, _checksum_lines(_digests(tmp)).encode())
@@ -387,6 +400,18 @@ def golden_check(engine: InfillEngine, release: str | os.PathLike[str]) -> float
         :data:`radinfill.model.envelope.PRIOR_RMSE_FACTOR` times the classical prior.
     """
     file = Path(release) / GOLDEN
+    frames, hole, difference = _check_prediction(engine, release)
+    served = engine.infill(frames, hole)[hole]
+    _check_against_truth(file, frames, hole, served, engine.interval_minutes)
+    return difference
+
+
+def _check_prediction(
+    engine: InfillEngine, release: str | os.PathLike[str]
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The first half of :func:`golden_check`: ``engine``'s prediction for the golden input is
+    the stored one. Returns the golden frames and hole and the largest difference."""
+    file = Path(release) / GOLDEN
     frames, hole, expected = _read_golden(file)
     try:
         output = engine.predict(frames, hole)
@@ -408,9 +433,7 @@ def golden_check(engine: InfillEngine, release: str | os.PathLike[str]) -> float
             f"{difference.max():.3g} mm (at {wanted[worst]:.3g} mm expected; atol {atol:g}, "
             f"rtol {rtol:g}): another model, or a broken device"
         )
-    served = engine.infill(frames, hole)[hole]
-    _check_against_truth(file, frames, hole, served, engine.interval_minutes)
-    return float(difference.max(initial=0.0))
+    return frames, hole, float(difference.max(initial=0.0))
 
 
 def _check_against_truth(
@@ -452,7 +475,7 @@ def _check_names(version: str, extra: Mapping[str, bytes], source: Path) -> None
             f"{source}: release version {version!r} must be letters, digits, '.', '_', '-'"
         )
     for name in extra:
-        if not _VERSION.fullmatch(name) or name in (*RELEASE_FILES, CHECKSUMS):
+        if not _VERSION.fullmatch(name) or name in (*RELEASE_FILES, graph.GRAPH, CHECKSUMS):
             raise RegistryError(f"{source}: extra release file name {name!r} is not allowed")
 
 

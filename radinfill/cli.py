@@ -100,6 +100,7 @@ def _promote(args: argparse.Namespace) -> int:
         floor_methods=args.floor,
         floor_margin=promote.FLOOR_MARGIN if args.floor_margin is None else args.floor_margin,
         force=args.force,
+        export=args.export,
         out=Path(args.out) if args.out else None,
     )
     print(decision.table())
@@ -592,6 +593,13 @@ def build_parser() -> argparse.ArgumentParser:
         "default 0.02); its CSI at 1 and 5 mm/h must not be lower",
     )
     promote.add_argument("--force", action="store_true", help="promote even if the gate fails")
+    promote.add_argument(
+        "--no-export",
+        dest="export",
+        action="store_false",
+        help="publish without the ONNX graph that lets the service infill on the CPU without "
+        "torch (saves the export's 15-30 s; the release then runs with torch)",
+    )
     promote.add_argument(
         "--out", metavar="DIR", help="report directory (default: REGISTRY/reports/VERSION)"
     )

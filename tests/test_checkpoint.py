@@ -15,15 +15,9 @@ import pytest
 import safetensors
 import torch
 
-from radinfill.model import build, checkpoint, list_variants
-from radinfill.model.checkpoint import (
-    METADATA,
-    WEIGHTS,
-    CheckpointError,
-    load_checkpoint,
-    read_metadata,
-    save_checkpoint,
-)
+from radinfill.model import build, checkpoint, list_variants, metadata
+from radinfill.model.checkpoint import load_checkpoint, save_checkpoint
+from radinfill.model.metadata import METADATA, WEIGHTS, CheckpointError, read_metadata
 
 #: Metadata every test checkpoint is saved with.
 META = {"product": "RY", "interval_minutes": 5, "training": {"cases": 3}, "scores": {"rmse": 1.5}}
@@ -90,9 +84,9 @@ def test_layout_is_two_files_with_every_required_key(tmp_path: Path) -> None:
     path = save_checkpoint(tiny_model(), tmp_path / "release", META)
     assert sorted(p.name for p in path.iterdir()) == [METADATA, WEIGHTS]  # no temp files left
     on_disk = json.loads((path / METADATA).read_text())
-    assert set(checkpoint.SCHEMA) <= set(on_disk)
+    assert set(metadata.SCHEMA) <= set(on_disk)
     assert on_disk["transform"] == "log1p"
-    assert on_disk["format_version"] == checkpoint.FORMAT_VERSION
+    assert on_disk["format_version"] == metadata.FORMAT_VERSION
     assert on_disk["created"].endswith("+00:00")
 
 
@@ -164,7 +158,7 @@ def _hparam(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
         (_set("window", "6"), "'window' must be a JSON integer"),
         (_set("interval_minutes", True), "'interval_minutes' must be a JSON integer"),
         (_set("hparams", [4, 8]), "'hparams' must be a JSON object"),
-        (_set("format_version", checkpoint.FORMAT_VERSION + 1), "newer than this code reads"),
+        (_set("format_version", metadata.FORMAT_VERSION + 1), "newer than this code reads"),
         (_set("transform", "boxcox"), "transform 'boxcox' is not supported"),
         (_set("sha256", "abc"), "64 lower-case hex"),
         (_drop("product"), "lacks required key.*product"),
@@ -192,7 +186,7 @@ def test_edited_metadata_is_refused(
     [
         (b"[1, 2]", "must be a JSON object"),
         (b"{not json", "not valid UTF-8 JSON"),
-        (b" " * (checkpoint.MAX_METADATA_BYTES + 1), "larger than"),
+        (b" " * (metadata.MAX_METADATA_BYTES + 1), "larger than"),
     ],
 )
 def test_malformed_metadata_file(tmp_path: Path, content: bytes, message: str) -> None:

@@ -82,7 +82,9 @@ def catalogue() -> dict[str, frozenset[str]]:
         for m in vars(metrics).values()
         if isinstance(m, MetricWrapperBase)
     }
-    info_labels = {"radinfill_model": {"release", "variant", "sha256", "device", "code_version"}}
+    info_labels = {
+        "radinfill_model": {"release", "variant", "sha256", "device", "runtime", "code_version"}
+    }
     declared |= {name: frozenset(labels) for name, labels in info_labels.items()}
     run = run_metrics.RunMetrics(
         steps=1,
@@ -113,6 +115,7 @@ def test_catalogue_holds_what_the_code_exports(known: dict[str, frozenset[str]])
         "variant",
         "sha256",
         "device",
+        "runtime",
         "code_version",
     }
     assert known["radinfill_train_score"] == {"score"}

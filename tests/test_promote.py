@@ -50,12 +50,13 @@ def promote_cli(candidate: Path, root: Path, *options: str) -> int:
     advection_boundary) clears that floor easily, so these tests are about the champion."""
     return main(
         ["promote", str(candidate), "--registry", str(root), "--data", SPEC, "--floor",
-         "persistence", *options]
+         "persistence", "--no-export", *options]
     )  # fmt: skip
 
 
 #: The floor of the champion tests (see :func:`promote_cli`).
-FLOOR = {"floor_methods": ["persistence"]}
+#: Persistence as the floor, and no exported graph (15-30 s each; tests/test_graph.py has it).
+FLOOR = {"floor_methods": ["persistence"], "export": False}
 
 
 def test_every_score_has_an_ideal_value() -> None:
@@ -190,7 +191,7 @@ def test_refusals(good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     with open(root / ".promote.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         with pytest.raises(RegistryError, match="another promotion"):
-            promote.promote(good, root, specs=[SPEC])
+            promote.promote(good, root, specs=[SPEC], export=False)
     assert registry.current(root) is None
 
 

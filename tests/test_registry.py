@@ -50,7 +50,11 @@ def writable_copy(release: Path, target: Path) -> Path:
 
 def test_publish_writes_a_complete_read_only_release(checkpoint: Path, tmp_path: Path) -> None:
     release = registry.publish(
-        checkpoint, tmp_path / "reg", version="v1", extra_files={"decision.json": b"{}"}
+        checkpoint,
+        tmp_path / "reg",
+        version="v1",
+        extra_files={"decision.json": b"{}"},
+        export=False,
     )
     assert release == tmp_path / "reg" / "releases" / "v1"
     names = {"weights.safetensors", "metadata.json", "golden.npz", "decision.json", "SHA256SUMS"}
@@ -71,11 +75,16 @@ def test_publish_writes_a_complete_read_only_release(checkpoint: Path, tmp_path:
 def test_default_version_and_refusals(checkpoint: Path, tmp_path: Path) -> None:
     when = datetime(2025, 6, 1, 12, 30, 5, tzinfo=UTC)
     assert registry.default_version("ab" * 32, when) == "20250601T123005Z-abababab"
-    release = registry.publish(checkpoint, tmp_path / "reg")
+    release = registry.publish(checkpoint, tmp_path / "reg", export=False)
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", release.name)
     with pytest.raises(RegistryError, match="exists"):
-        registry.publish(checkpoint, tmp_path / "reg", version=release.name)
-    for version, extra in [("../up", {}), ("v2", {"SHA256SUMS": b""}), ("v3", {"a/b": b""})]:
+        registry.publish(checkpoint, tmp_path / "reg", version=release.name, export=False)
+    for version, extra in [
+        ("../up", {}),
+        ("v2", {"SHA256SUMS": b""}),
+        ("v3", {"a/b": b""}),
+        ("v4", {"model.onnx": b""}),
+    ]:
         with pytest.raises(RegistryError, match=r"not allowed|must be"):
             registry.publish(checkpoint, tmp_path / "reg", version=version, extra_files=extra)
     assert [p.name for p in (tmp_path / "reg" / "releases").iterdir()] == [release.name]

@@ -40,7 +40,7 @@ from radinfill.cli import main
 from radinfill.daemon import live_model, outputs, service_config
 from radinfill.daemon.intake import NotRegularFileError, open_input
 from radinfill.model import registry, save_checkpoint
-from radinfill.model.checkpoint import CheckpointError
+from radinfill.model.metadata import CheckpointError
 from radinfill.model.registry import RegistryError
 from radinfill.radolan import Field, RadolanError
 from radinfill.stream import StreamManifest, write_stream
@@ -83,7 +83,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A published release of a tiny network (read-only; tests work on copies)."""
     root = tmp_path_factory.mktemp("release")
     source = save_checkpoint(tiny_model(head_scale=TAME), root / "checkpoint", META)
-    return registry.publish(source, root / "registry", version="v1")
+    return registry.publish(source, root / "registry", version="v1", export=False)
 
 
 def _copy(release: Path, target: Path) -> Path:

@@ -887,7 +887,9 @@ def test_sighup_swaps_in_a_good_release_and_keeps_the_model_on_a_bad_one(
 
     models = tmp_path / "models"
     for version, seed in (("v1", 1), ("v2", 2), ("v3", 3), ("v4", 4)):
-        registry.publish(_checkpoint(tmp_path / f"ckpt-{version}", seed), models, version=version)
+        registry.publish(
+            _checkpoint(tmp_path / f"ckpt-{version}", seed), models, version=version, export=False
+        )
     registry.activate(models, "v1")
     config = _serve_config(tmp_path, model=str(models))
     incoming, outgoing = _incoming(tmp_path), tmp_path / "outgoing"

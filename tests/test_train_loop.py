@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from radinfill.model import load_checkpoint
-from radinfill.model.checkpoint import read_metadata
+from radinfill.model.metadata import read_metadata
 from radinfill.train.loop import TrainConfig, cosine_lr, train
 from radinfill.train.losses import hole_loss
 

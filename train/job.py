@@ -149,8 +149,8 @@ def best_snapshot(checkpoint_dir: Path) -> tuple[Path, float] | None:
     loss, and a snapshot that invents rain on the safety cases is never selected however well
     it validates (the promotion gate would refuse it anyway).
     """
-    from radinfill.model.checkpoint import read_metadata
     from radinfill.model.engine import InfillEngine
+    from radinfill.model.metadata import read_metadata
     from radinfill.train import evaluate
 
     scored = []

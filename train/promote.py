@@ -55,8 +55,8 @@ from typing import Any
 
 from radinfill import atomic, code_version, permissions, scores
 from radinfill.model import baselines, registry
-from radinfill.model.checkpoint import read_metadata
 from radinfill.model.engine import InfillEngine
+from radinfill.model.metadata import read_metadata
 from radinfill.train import evaluate
 
 #: Scores the gate compares by default: the seed work's four and CSI at 1 mm/h.
@@ -227,6 +227,7 @@ def promote(
     force: bool = False,
     out: Path | None = None,
     device: str = "auto",
+    export: bool = True,
 ) -> Decision:
     """Evaluate ``candidate`` against the classical floor, the safety cases and the current
     release; publish and activate it if it passes all three.
@@ -253,6 +254,8 @@ def promote(
         Directory of the evaluation report; default ``REGISTRY/reports/<version>``.
     device
         Device of the two engines (``"auto"``: CUDA when available).
+    export
+        Publish the network's ONNX graph too (:func:`radinfill.model.registry.publish`).
 
     Returns
     -------
@@ -334,7 +337,7 @@ def promote(
             "cases": {case: dict(results[CANDIDATE]) for case, results in result.cases.items()},
         }
         files = {DECISION: _json_bytes(content), SCORES: _json_bytes(own)}
-        release = registry.publish(source, root, version=version, extra_files=files)
+        release = registry.publish(source, root, version=version, extra_files=files, export=export)
         registry.activate(root, version)
         record = release / DECISION
         return Decision(True, version, record, report, verdicts, _read_json(record))

@@ -50,7 +50,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from radinfill.model.checkpoint import read_metadata
+from radinfill.model.metadata import read_metadata
 from radinfill.train import runlog
 from radinfill.train.loop import STATE
 from radinfill.train.train_config import PushConfig
