@@ -13,9 +13,10 @@ p95 latency fell from 0.60-0.65 to 0.46-0.48 s with it).
 heap, and keeps freed memory there until the free top exceeds :data:`TRIM_BYTES`. RSS rises to
 the largest product's working set and stays there: bounded by the working set, not by uptime
 (``bench/soak.py`` checks it). The network's peak RSS in ``bench/service.py`` on 1100 x 900
-(live run / with the backlog) is 673 / 764 MB kept this way, 660 / 736 MB with the defaults and
-639 / 725 MB trimming the heap after every product, which costs 0.1 s of latency; one arena for
-all threads instead of glibc's several made it 60 MB higher. :func:`release_free_memory`
+(live run / with the backlog; its exported graph under onnxruntime) is 463 / 566 MB kept this
+way at p50 0.35 s, 484 / 578 MB with the defaults at 0.40 s, and 457 / 513 MB trimming the
+heap after every product at 0.51 s; one arena for all threads instead of glibc's several made
+it 60 MB higher (measured with torch). :func:`release_free_memory`
 returns what is free when a service stops.
 """
 
