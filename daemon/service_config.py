@@ -15,7 +15,7 @@ is reported at once, one line each, so an operator fixes a file in one round::
     model = "/var/lib/radinfill/models"       # registry, release, checkpoint or baseline:NAME
     device = "auto"                           # auto | cpu | cuda | cuda:N
     precision = "fp32"                        # network: fp32 | bf16 | fp16 (half: CUDA only)
-    threads = 0                               # network: CPU threads (0: torch's default)
+    threads = 0                               # network: CPU threads (0: one per core)
     tile = ""                                 # network: "ROWSxCOLS" tiles ("": whole crops)
     window = 6                                # fields of context the model sees
     max_context = 24                          # fields kept for a long outage (advection source)

@@ -106,7 +106,8 @@ class Graph:
         The checkpoint's validated metadata (:func:`radinfill.model.metadata.read_metadata`):
         the graph must have been exported from the weights its ``sha256`` names.
     threads
-        onnxruntime's intra-op threads (None: one per core).
+        onnxruntime's intra-op threads; None takes ``OMP_NUM_THREADS`` where it is set, as
+        torch does (torchrun sets it to 1 for each rank of a CPU backfill), else one per core.
 
     Raises
     ------
@@ -129,7 +130,7 @@ class Graph:
         # layout whose copies raised the peak of a 512 x 528 crop from 174 to 207 MB, for no
         # measurable speed on this network.
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.intra_op_num_threads = threads or 0
+        options.intra_op_num_threads = threads or _environment_threads()
         options.inter_op_num_threads = 1
         # No arena and no memory patterns: both keep blocks sized for every crop shape seen,
         # and the crops change with each field's hole. Service benchmark, 1100 x 900, one
@@ -185,3 +186,9 @@ def _padded(array: np.ndarray, rows: int, cols: int) -> np.ndarray:
     if rows or cols:
         array = np.pad(array, [(0, 0)] * (array.ndim - 2) + [(0, rows), (0, cols)])
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _environment_threads() -> int:
+    """``OMP_NUM_THREADS`` as a positive count, else 0 (onnxruntime's one per core)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 0

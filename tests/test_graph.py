@@ -147,3 +147,24 @@ def test_without_its_graph_a_release_runs_with_torch(release: Path, tmp_path: Pa
     copy = writable_copy(release, tmp_path / "copy")
     (copy / graph.GRAPH).unlink()
     assert InfillEngine.from_checkpoint(copy, "cpu").runtime == "torch"
+
+
+@pytest.mark.parametrize(
+    ("given", "environment", "expected"),
+    [(None, "1", 1), (None, None, 0), (None, "many", 0), (3, "1", 3)],
+)
+def test_the_graph_takes_its_threads_as_torch_does(
+    release: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    given: int | None,
+    environment: str | None,
+    expected: int,
+) -> None:
+    """``threads``, else ``OMP_NUM_THREADS`` (torchrun's 1 per rank), else one per core (0)."""
+    if environment is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", environment)
+    meta = json.loads((release / "metadata.json").read_text())
+    served = graph.Graph(release / graph.GRAPH, meta, threads=given)
+    assert served._session.get_session_options().intra_op_num_threads == expected
