@@ -14,9 +14,10 @@ checkpoint's; the release's golden check then compares the graph's prediction wi
 torch made when the release was published.
 
 The graph takes one field at a time (batch 1: on the CPU a batch only runs its items one
-after another) with the checkpoint's window of frames, and any number of rows and columns
-that is a multiple of the network's down-sampling factor (the engine's crops and tiles are
-aligned to it). The engine runs it on the CPU; a CUDA device needs torch and the weights.
+after another) with the checkpoint's window of frames, and rows and columns in multiples of
+the network's down-sampling factor up to :data:`MAX_SIDE` (the engine's crops are aligned to
+it; :class:`Graph` pads a crop at the grid's edge as the network pads its input). The engine
+runs it on the CPU; a CUDA device needs torch and the weights.
 """
 
 from __future__ import annotations
