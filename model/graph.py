@@ -4,7 +4,7 @@ Why: importing torch costs the service 177 MB of resident memory before it compu
 (its C++ operator tables and some 1,100 Python modules), and a forward pass with torch's
 allocator more. onnxruntime's import costs 20 MB. Measured on the 2-core machine, shipped
 ``lstm_attention`` network, one 512 x 528 crop, two threads, process peak RSS: torch 395 MB
-(import, model, inputs and pass), this graph 174 MB, at the same speed (0.16-0.18 s) and
+(import, model, inputs and pass), this graph 175 MB, at the same speed (0.16-0.18 s) and
 within 3e-7 mm/h of torch's values.
 
 A release carries the graph as :data:`GRAPH` next to its weights: the publisher exports it from
