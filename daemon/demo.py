@@ -40,6 +40,7 @@ from radinfill.daemon.service import Service
 from radinfill.daemon.service_config import parse
 from radinfill.daemon.telemetry import configure_logging
 from radinfill.defaults import DEFAULT_MODEL, sample_data_dir
+from radinfill.model import baselines
 
 #: The real rainy 5-minute sequence among the samples.
 _REAL_SEQUENCE = Path("radolan_to_netcdf") / "radolan_yw"
@@ -78,7 +79,7 @@ def run(
         real_files = sorted((samples / _REAL_SEQUENCE).glob("raa01-yw*"))
         deliveries += real_files
         print(f"adding {len(real_files)} real YW products of 2017-08-16 (Quelle: DWD)")
-    spec = model or DEFAULT_MODEL
+    spec = model_spec(model)
     document = service_document(spec)
     (out / "service.toml").write_text(_toml(document))
     config = parse(document, base=out, source=str(out / "service.toml"))
@@ -122,6 +123,13 @@ def run(
         print(f"\nonly {done} of {len(deliveries)} products got outputs in {timeout_s:.0f} s")
         return 1
     return 0
+
+
+def model_spec(model: str | None) -> str:
+    """The ``[service] model`` of the demo: a model directory given on the command line is
+    made absolute, since the configuration is read relative to ``out``; a baseline stays."""
+    spec = model or DEFAULT_MODEL
+    return spec if baselines.spec_method(spec) is not None else str(Path(spec).resolve())
 
 
 def service_document(model: str) -> dict[str, dict[str, object]]:

@@ -11,7 +11,7 @@ import h5py
 import pytest
 
 from radinfill.cli import build_parser, main
-from radinfill.daemon.demo import ODIM_STEPS
+from radinfill.daemon.demo import ODIM_STEPS, model_spec
 
 RW_NHB = "dwdradar/tests/raa01-rw_10000-1907010950-dwd---bin_weatherRadolan"
 CORRUPT = "wradlib-data/showcase_CORRUPT/raa01-w3_10000-1408110550-dwd---bin.gz"
@@ -71,6 +71,18 @@ def test_quicklook_writes_png(samples: Path, tmp_path: Path) -> None:
     out = tmp_path / "rw.png"
     assert main(["quicklook", str(samples / RW_NHB), "-o", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_reads_a_model_path_from_where_it_was_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``radinfill demo --model assets/model`` from the repository: the service reads its
+    configuration relative to ``out/demo``, so the demo hands it the absolute path."""
+    (tmp_path / "assets" / "model").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert model_spec("assets/model") == str(tmp_path.resolve() / "assets" / "model")
+    assert model_spec("baseline:advection") == "baseline:advection"
+    assert model_spec(None) == "baseline:advection_boundary"
 
 
 def test_demo_runs_the_service_on_a_generated_stream(samples: Path, tmp_path: Path) -> None:
