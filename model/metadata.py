@@ -17,7 +17,8 @@ from typing import Any
 
 from radinfill import code_version
 
-#: Layout version written by :func:`save_checkpoint`; loading refuses newer ones.
+#: Layout version written by :func:`radinfill.model.checkpoint.save_checkpoint`; loading
+#: refuses newer ones.
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
 METADATA = "metadata.json"
