@@ -84,8 +84,9 @@ _WATCH_MODES = ("auto", "inotify", "polling")
 #: Members of a forecast bundle (DWD's ``composite_rv_*.tar``) that are infilled: the analysis
 #: (lead 0) only, the forecasts passed on byte for byte; or every member with holes.
 _FORECAST_MEMBERS = ("analysis", "all")
-#: Precisions of the network's forward pass (:data:`radinfill.model.engine.PRECISIONS`, which
-#: imports torch: the configuration is checked without it).
+#: Precisions of the network's forward pass (:data:`radinfill.model.engine.PRECISIONS`; the
+#: engine's module loads the inference stack, SciPy and OpenCV: the configuration is checked
+#: without it).
 _PRECISIONS = ("fp32", "bf16", "fp16")
 #: Pixels by which the engine's tiles overlap (its default); a tile must exceed twice that.
 _TILE_OVERLAP = 64
