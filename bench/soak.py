@@ -275,12 +275,14 @@ class Serve:
         return self.proc.wait(timeout)
 
     def rss_mb(self) -> float | None:
+        """The service's resident set (MB), counted page by page (``smaps_rollup``): ``VmRSS``
+        reads per-CPU counters that lag by up to tens of MB on a machine with many CPUs."""
         assert self.proc is not None
         try:
-            text = Path(f"/proc/{self.proc.pid}/status").read_text()
+            text = Path(f"/proc/{self.proc.pid}/smaps_rollup").read_text()
         except OSError:
             return None
-        line = next((x for x in text.splitlines() if x.startswith("VmRSS:")), None)
+        line = next((x for x in text.splitlines() if x.startswith("Rss:")), None)
         return int(line.split()[1]) / 1024 if line else None
 
     def tail(self) -> str:
