@@ -269,6 +269,7 @@ def main() -> None:
     print(f"{'RSS last third of live run (MB)':38} {last:10.1f}")
     print(f"{'RSS growth last/first':38} {last / first:10.3f}")
     print(f"{'RSS peak, live run (MB)':38} {max(samples):10.1f}")
+    print(f"{'RSS peak, backlog run (MB)':38} {max(backlog['rss'], default=0.0):10.1f}")
     print(f"{'RSS peak, live + backlog (MB)':38} {rss_mb('VmHWM'):10.1f}")
 
 

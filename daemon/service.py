@@ -168,6 +168,8 @@ class Service:
         self._worker: threading.Thread | None = None
         self._configure_logs = configure_logs
         self._lock_fd: int | None = None
+        #: Bounds the freed memory kept for the next product (heap.keep_freed_memory at start).
+        self._free_memory = heap.FreeMemoryBound()
         #: What :meth:`run` returns: 0, or 1 after a failure only a restart can handle.
         self.exit_status = 0
 
@@ -471,6 +473,7 @@ class Service:
                     self._shadow()
                 continue
             self._handle(arrival)
+            self._free_memory.check()  # what a long outage's product freed does not stay
 
     def _handle(self, arrival: Arrival) -> None:
         assert self.pipeline is not None

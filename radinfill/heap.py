@@ -24,18 +24,52 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from collections.abc import Callable
 from functools import cache
+from typing import Any
 
-__all__ = ["HEAP_BLOCK_BYTES", "TRIM_BYTES", "keep_freed_memory", "release_free_memory"]
+__all__ = [
+    "HEAP_BLOCK_BYTES",
+    "KEEP_FREE_BYTES",
+    "TRIM_BYTES",
+    "FreeMemoryBound",
+    "keep_freed_memory",
+    "release_free_memory",
+]
 
 #: Blocks up to this size come from the heap: the largest array of a product, the context of a
 #: long outage on 1100 x 900 (24 frames, 95 MB), with room for larger grids.
 HEAP_BLOCK_BYTES = 256 * 2**20
 #: Free memory at the top of the heap beyond this goes back to the system on a free.
 TRIM_BYTES = 512 * 2**20
+#: Free memory kept for the next product: beyond it a finished product's free pages go back to
+#: the system (:class:`FreeMemoryBound`). About the free memory of a product on 1100 x 900 with
+#: the shipped network; a long outage frees more, and kept, it would sit beside the next
+#: window stack, which the worker thread cannot take from it (see the module notes).
+KEEP_FREE_BYTES = 128 * 2**20
 #: ``mallopt`` parameters of glibc's ``malloc.h``.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (2.33 and later): byte counts of all arenas."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def keep_freed_memory() -> bool:
@@ -69,13 +103,67 @@ def release_free_memory() -> bool:
     return bool(trim(0)) if trim is not None else False
 
 
+class FreeMemoryBound:
+    """Keeps the free memory that malloc holds resident within ``keep_bytes`` of the least
+    seen: call :meth:`check` after each product.
+
+    malloc's own count of free bytes (``mallinfo2().fordblks``) keeps pages that a release
+    returned to the system, so it cannot say what is resident. The resident free memory is
+    measured instead as the slack: the resident set less what malloc hands out (arenas and
+    mmapped blocks). The rest of the slack (libraries, the interpreter's own small-object
+    arenas) stays about constant while the service works, so its growth over its least value
+    is free memory kept resident.
+    """
+
+    def __init__(self, keep_bytes: int = KEEP_FREE_BYTES) -> None:
+        self.keep_bytes = keep_bytes
+        self._least: int | None = None
+
+    def check(self) -> bool:
+        """Release the free memory (:func:`release_free_memory`) if the slack grew by more than
+        ``keep_bytes`` over its least value; False where glibc's counts are missing.
+
+        Returns
+        -------
+        bool
+            Whether memory was released.
+        """
+        slack = _slack()
+        if slack is None:
+            return False
+        if self._least is None or slack < self._least:
+            self._least = slack
+        if slack - self._least <= self.keep_bytes:
+            return False
+        released = release_free_memory()
+        self._least = min(self._least, _slack() or self._least)
+        return released
+
+
+def _slack() -> int | None:
+    """Resident bytes that malloc does not hand out (see :class:`FreeMemoryBound`), or None
+    where the C library has no ``mallinfo2`` or there is no ``/proc``."""
+    info = _libc_function("mallinfo2", (), _MallInfo2)
+    try:
+        with open("/proc/self/statm") as statm:
+            resident = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return None
+    if info is None:
+        return None
+    counts = info()
+    return resident - int(counts.uordblks) - int(counts.hblkhd)
+
+
 @cache
-def _libc_function(name: str, argtypes: tuple[type, ...]) -> Callable[..., int] | None:
-    """The C library's function ``name`` returning an int, or None where there is none."""
+def _libc_function(
+    name: str, argtypes: tuple[type, ...], restype: type = ctypes.c_int
+) -> Callable[..., Any] | None:
+    """The C library's function ``name``, or None where there is none."""
     library = ctypes.util.find_library("c")
     if library is None:
         return None
     function = getattr(ctypes.CDLL(library), name, None)
     if function is not None:
-        function.argtypes, function.restype = list(argtypes), ctypes.c_int
+        function.argtypes, function.restype = list(argtypes), restype
     return function

@@ -83,3 +83,37 @@ def test_kept_memory_stays_for_the_next_block_where_the_defaults_unmap_it() -> N
         moves[mode] = [float(mb) for mb in done.stdout.split()]
     assert [mb > 56 for mb in moves["defaults"]] == [True, True]
     assert [mb < 8 for mb in moves["keep"]] == [True, True]
+
+
+#: A child process that keeps freed memory, frees a 32 MB block, then a 160 MB one, and after
+#: each asks a FreeMemoryBound of 64 MB; prints whether it released and how far RSS fell (MB).
+_BOUND = f"""
+import numpy as np
+from pathlib import Path
+from radinfill import heap
+
+{inspect.getsource(_rss_mb)}
+assert heap.keep_freed_memory()
+bound = heap.FreeMemoryBound(keep_bytes=64 * 2**20)
+bound.check()
+for mb in (32, 160):
+    block = np.ones(mb * 2**20 // 8)
+    del block
+    held = _rss_mb()
+    released = bound.check()
+    print(released, held - _rss_mb())
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(ctypes.CDLL(ctypes.util.find_library("c")), "mallinfo2"), reason="glibc 2.33+"
+)
+def test_free_memory_beyond_the_bound_leaves_the_resident_set() -> None:
+    """A freed 32 MB block stays for reuse under a 64 MB bound; a freed 160 MB one goes."""
+    done = subprocess.run(
+        [sys.executable, "-c", _BOUND], capture_output=True, text=True, check=True
+    )
+    (small, small_fell), (large, large_fell) = [line.split() for line in done.stdout.splitlines()]
+    assert (small, large) == ("False", "True")
+    assert float(small_fell) < 8
+    assert float(large_fell) > 140

@@ -22,7 +22,7 @@ from radinfill import holes, radolan
 from radinfill.daemon import outputs, shadow
 from radinfill.daemon.intake import Arrival, WorkQueue, settled
 from radinfill.daemon.watcher import Watcher, choose_mode, matches, scan
-from radinfill.daemon.window import Window
+from radinfill.daemon.window import Context, Window
 from radinfill.radolan import Field, RadolanError, grid_for
 from radinfill.radolan.sites import OPERATIONAL, RADIUS_KM
 from radinfill.stream import StreamManifest, write_stream
@@ -416,10 +416,85 @@ def test_window_worked_newest_first_keeps_no_earlier_stack_alive(fields: list[Fi
     window = Window(window=3, max_context=8)
     for k in range(8):
         window.put(fields[k], outage=False)
-    stacks = [weakref.ref(window.context(fields[k], outage=False).frames) for k in (7, 6, 5, 4)]
+    stacks = [
+        weakref.ref(window.context(fields[k], outage=False).frames.base) for k in (7, 6, 5, 4)
+    ]
     gc.collect()
-    assert [ref() is None for ref in stacks] == [True, True, True, False]  # the last one's views
+    assert len({id(ref()) for ref in stacks if ref() is not None}) == 1  # the last one's views
     assert [float(f[0, 0]) for f in window.context(fields[7], outage=False).frames] == [4, 5, 6, 7]
+
+
+@pytest.mark.parametrize(
+    ("before", "order"),
+    [
+        pytest.param([0, 1, 2], [3, 4, 5, 6, 7], id="live"),
+        pytest.param(list(range(8)), [7, 6, 5, 4, 3], id="newest-first"),
+        pytest.param([0, 1, 2], [4, 5, 5, 7, 3, 6], id="gaps-late-and-a-correction"),
+    ],
+)
+def test_window_rewrites_its_stack_in_place_with_the_right_frames(
+    fields: list[Field], before: list[int], order: list[int]
+) -> None:
+    """A context of as many frames as the last, which nobody holds any more, is written into
+    the last one's stack; every context holds the fields of its times (truth: each field's
+    own values) and NaN for a step that was not there."""
+    window = Window(window=4, max_context=8)
+    for k in before:
+        window.put(fields[k], outage=False)
+    seen = set(before)
+    stacks = set()
+    for k in order:
+        seen.add(k)
+        stacks.add(_check_context(window.context(fields[k], outage=False), fields, k, seen))
+    assert len(stacks) == 1
+
+
+def test_window_grows_one_stack_over_an_outage(fields: list[Field]) -> None:
+    """Over an outage the context grows by a frame per field, all in one array of max_context
+    frames; when the outage is over, the context of a field without one gets a small one
+    again."""
+    window = Window(window=3, max_context=8)
+    for k in range(3):
+        window.put(fields[k], outage=False)
+    plain = len(window.context(fields[3], outage=True).frames)  # the outage's first field
+    stacks = set()
+    for k in (4, 5):  # the context reaches back to the frames before the outage
+        context = window.context(fields[k], outage=True)
+        assert [float(frame[0, 0]) for frame in context.frames] == list(range(k + 1))
+        stacks.add(id(context.frames.base))
+        assert context.frames.base.shape[0] == 8
+        del context
+    assert len(stacks) == 1
+    window.put(fields[6], outage=False)
+    after = window.context(fields[7], outage=False)
+    assert after.frames.base.shape[0] == len(after.frames) == plain
+    assert [float(frame[0, 0]) for frame in after.frames] == list(range(8 - plain, 8))
+
+
+def _check_context(context: Context, fields: list[Field], k: int, seen: set[int]) -> int:
+    """Assert that ``context`` holds the fields of its times, NaN for those not ``seen``;
+    the id of the array behind it (a function: no view of it outlives the check)."""
+    steps = range(k - len(context.present) + 1, k + 1)
+    for frame, step, present in zip(context.frames, steps, context.present, strict=True):
+        assert present == (step in seen)
+        expected = fields[step].values if present else np.full_like(frame, np.nan)
+        np.testing.assert_array_equal(frame, expected)
+    assert len(context.present) == 4
+    return id(context.frames.base)
+
+
+def test_window_never_rewrites_a_context_still_in_use(fields: list[Field]) -> None:
+    """A context held outside the window (the product in hand, the shadow check's frames)
+    keeps its frames while the next contexts are built."""
+    window = Window(window=3, max_context=3)
+    for k in range(3):
+        window.put(fields[k], outage=False)
+    held = window.context(fields[3], outage=False)
+    copy = held.frames.copy()
+    later = [window.context(fields[k], outage=False) for k in (4, 5, 6)]
+    np.testing.assert_array_equal(held.frames, copy)
+    assert [float(c.frames[-1, 0, 0]) for c in later] == [4, 5, 6]
+    assert len({id(c.frames.base) for c in [held, *later]}) == 4
 
 
 def test_window_forgets_frames_older_than_max_context(fields: list[Field]) -> None:
