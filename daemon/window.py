@@ -135,9 +135,11 @@ class Window:
         slots of an array the window keeps for the next context (module notes).
 
         The array is the last context's, rewritten, where its frames fit and only the window
-        holds it. Else a new one: as long as the context of a field without a running outage,
-        and of ``max_context`` frames for a context that reaches back over an outage, which
-        grows by a frame with every field until the outage ends.
+        holds it. Else a new one: as long as the context of a field without a running outage;
+        for a context that reaches back over an outage, which grows by a frame with every field
+        until the outage ends, twice as long as the last context, up to ``max_context``
+        frames (an array allocated afresh for every field of a long outage was 95 MB on
+        1100 x 900, beside the last one).
         """
         key, count = _key(field), len(times)
         stack, before = self._stacks.get(key, (None, []))
@@ -147,19 +149,15 @@ class Window:
             or count <= self._plain < len(stack)
             or self._held_elsewhere(key, stack)
         ):
-            stack = np.empty(
-                (count if count <= self._plain else self.max_context, *field.values.shape),
-                dtype=np.float32,
-            )
+            size = count if count <= self._plain else 2 * len(before) if stack is not None else 0
+            size = min(max(count, size), self.max_context)
+            stack = np.empty((size, *field.values.shape), dtype=np.float32)
             for slot, frame in enumerate(found, start=len(stack) - count):
                 stack[slot] = np.nan if frame is None else frame.values
             self._stacks[key] = (stack, times)
             return stack[len(stack) - count :]
-        with self._lock:  # frames leaving the context get their own copy before it is rewritten
-            stored = self._frames.get(key, {})
-            for time in stored.keys() - set(times):
-                if stored[time].values.base is stack:
-                    stored[time] = _Frame(stored[time].values.copy(), stored[time].outage)
+        with self._lock:  # frames leaving the context let go of it before it is rewritten
+            self._let_go(self._frames.get(key, {}), times, stack)
         first, first_before = len(stack) - count, len(stack) - len(before)
         slot = {time: first_before + k for k, time in enumerate(before)}
         # Every frame moves by as many slots: in that direction each slot is read before it is
@@ -195,19 +193,37 @@ class Window:
     ) -> None:
         """Keep the frames just stacked as the window's own (views of the read-only stack),
         so that each frame is held once, not once here and once in the context: on 1100 x 900
-        a long outage's 24 frames are 95 MB. A frame outside this context gets its own copy
-        if it is a view, so that no earlier stack stays alive for one of its frames (a backlog
-        worked newest first would otherwise keep one stack per field)."""
+        a long outage's 24 frames are 95 MB. Views outside this context let go of theirs
+        (:meth:`_let_go`), so that no earlier stack stays alive for one of its frames."""
         with self._lock:
             stored = self._frames.get(_key(field), {})
             for time, frame, view in zip(times, found, frames, strict=True):
                 held = stored.get(time)
                 if frame is not None and held is not None and held.values is frame.values:
                     stored[time] = _Frame(view, held.outage)
-            for time in stored.keys() - set(times):
-                held = stored[time]
-                if held.values.base is not None:
-                    stored[time] = _Frame(held.values.copy(), held.outage)
+            self._let_go(stored, times, None)
+
+    def _let_go(
+        self, stored: dict[datetime, _Frame], times: list[datetime], stack: np.ndarray | None
+    ) -> None:
+        """Frames of ``stored`` outside ``times`` that are views of ``stack`` (None: of any
+        array) stop holding it: dropped where the window can load them again from their files,
+        else copied.
+
+        A live service does not read them again: the context of an outage reaches back only to
+        frames of the context before it. A backlog worked newest first leaves the newer frames
+        behind; copied, they were a second window beside the stack (95 MB on 1100 x 900 over a
+        long outage), and they kept the window's newest time, so that every older frame fell
+        out of reach and was decoded again for every field.
+        """
+        for time in stored.keys() - set(times):
+            base = stored[time].values.base
+            if base is None or (stack is not None and base is not stack):
+                continue
+            if self.locate is not None:
+                del stored[time]
+            else:
+                stored[time] = _Frame(stored[time].values.copy(), stored[time].outage)
 
     def products(self) -> list[tuple[str, tuple[int, int]]]:
         """The (product, shape) keys held."""

@@ -450,9 +450,9 @@ def test_window_rewrites_its_stack_in_place_with_the_right_frames(
 
 
 def test_window_grows_one_stack_over_an_outage(fields: list[Field]) -> None:
-    """Over an outage the context grows by a frame per field, all in one array of max_context
-    frames; when the outage is over, the context of a field without one gets a small one
-    again."""
+    """Over an outage the context grows by a frame per field, in one array twice as long as the
+    context before it (here max_context); when the outage is over, the context of a field
+    without one gets a small one again."""
     window = Window(window=3, max_context=8)
     for k in range(3):
         window.put(fields[k], outage=False)
@@ -530,6 +530,31 @@ def test_window_loads_missing_frames_from_the_located_files(
     asked.clear()
     window.context(current, outage=False)
     assert {t for _, t in asked} == {stream.steps[k].time for k in (2, 3)}  # loaded ones kept
+
+
+def test_window_worked_newest_first_loads_each_older_frame_once(stream: StreamManifest) -> None:
+    """Newest first with the files at hand: the newer frames a context leaves behind are let
+    go, so the window stays at the field worked and each field loads just the one frame that
+    came into reach (truth: the files decoded on their own)."""
+    asked: list[int] = []
+    times = [step.time for step in stream.steps]
+
+    def locate(product: str, nominal: datetime) -> Path | None:
+        step = times.index(nominal) if nominal in times else -1
+        asked.append(step)
+        return stream.steps[step].path if step >= 0 else None
+
+    window = Window(window=3, max_context=5, locate=locate)
+    loads = {}
+    for k in range(7, 2, -1):
+        asked.clear()
+        context = window.context(radolan.read_one(stream.files[k]), outage=False)
+        loads[k] = sorted(asked)
+        first = k - len(context.frames) + 1
+        for step, frame in zip(range(first, k + 1), context.frames, strict=True):
+            np.testing.assert_array_equal(frame, radolan.read_one(stream.files[step]).values)
+        del context
+    assert loads == {7: [3, 4, 5, 6], 6: [2], 5: [1], 4: [0], 3: [-1]}  # -1: before the stream
 
 
 def test_window_keeps_products_and_grids_apart(fields: list[Field]) -> None:
