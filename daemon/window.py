@@ -4,8 +4,8 @@ The model and the advection fallback see the current field and the ones before i
 keeps, per product, the decoded values of the latest ``max_context`` nominal times and whether
 each had failure holes. Each frame is held once: a context's frames are stacked into one
 read-only array, and the window keeps views of it instead of the arrays they were copied from.
-The next context of as many frames is written into the same stack when nothing outside the
-window holds it any more (the product before is done with it): a long outage's 24 frames on
+The next context is written into the same array when it fits and nothing outside the window
+holds it any more (the product before is done with it): a long outage's 24 frames on
 1100 x 900 are 95 MB, which would otherwise be allocated afresh beside the old stack for every
 product, at the peak of the service's memory.
 A step that never arrived is a gap: its frame is all NaN (no data), so the model sees a zero
@@ -149,8 +149,9 @@ class Window:
             or count <= self._plain < len(stack)
             or self._held_elsewhere(key, stack)
         ):
-            size = count if count <= self._plain else 2 * len(before) if stack is not None else 0
-            size = min(max(count, size), self.max_context)
+            size = count
+            if count > self._plain and stack is not None:  # an outage's context, growing
+                size = min(max(count, 2 * len(before)), self.max_context)
             stack = np.empty((size, *field.values.shape), dtype=np.float32)
             for slot, frame in enumerate(found, start=len(stack) - count):
                 stack[slot] = np.nan if frame is None else frame.values

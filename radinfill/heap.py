@@ -10,8 +10,12 @@ far more after the few seconds a live service waits between products: stacking 1
 p95 latency fell from 0.60-0.65 to 0.46-0.48 s with it).
 
 :func:`keep_freed_memory` therefore has blocks up to :data:`HEAP_BLOCK_BYTES` served from the
-heap, and keeps freed memory there until the free top exceeds :data:`TRIM_BYTES`. RSS rises to
-the largest product's working set and stays there: bounded by the working set, not by uptime
+heap, and keeps freed memory there until the free top exceeds :data:`TRIM_BYTES`; a
+:class:`FreeMemoryBound` the service checks after each product returns it once more than
+:data:`KEEP_FREE_BYTES` of it is resident. Blocks above 64 MB that a thread other than the
+main one allocates are mapped on their own whatever the settings (glibc's thread arenas grow in
+heaps of 64 MB) and cannot reuse the kept memory. RSS rises to the largest product's working
+set plus the bound and stays there: bounded by the working set, not by uptime
 (``bench/soak.py`` checks it). The network's peak RSS in ``bench/service.py`` on 1100 x 900
 (live run / with the backlog; its exported graph under onnxruntime) is 463 / 566 MB kept this
 way at p50 0.35 s, 484 / 578 MB with the defaults at 0.40 s, and 457 / 513 MB trimming the
@@ -144,12 +148,12 @@ def _slack() -> int | None:
     """Resident bytes that malloc does not hand out (see :class:`FreeMemoryBound`), or None
     where the C library has no ``mallinfo2`` or there is no ``/proc``."""
     info = _libc_function("mallinfo2", (), _MallInfo2)
+    if info is None:
+        return None
     try:
         with open("/proc/self/statm") as statm:
             resident = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
-        return None
-    if info is None:
         return None
     counts = info()
     return resident - int(counts.uordblks) - int(counts.hblkhd)
