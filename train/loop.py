@@ -35,6 +35,7 @@ snapshot and :func:`train` returns normally.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -323,11 +324,15 @@ def _leave(context: _Context, *, clean: bool) -> None:
     """Leave the group we joined; after a clean run, barrier first (else gloo may abort at exit).
 
     After an error the other ranks may be waiting in another collective, so a barrier could only
-    time out; the launcher stops them.
+    time out; the launcher stops them. The group is destroyed only with its last reference, and
+    the DDP wrapper's reference cycles hold one: they are collected first, so that gloo's threads
+    do not end during the interpreter's finalization, where they abort the process (SIGABRT,
+    "terminate called without an active exception", after a run that completed).
     """
     if context.owns_group and dist.is_initialized():
         if clean:
             dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
 
 
