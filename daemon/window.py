@@ -152,18 +152,17 @@ class Window:
             size = count
             if count > self._plain and stack is not None:  # an outage's context, growing
                 size = min(max(count, 2 * len(before)), self.max_context)
-            stack = np.empty((size, *field.values.shape), dtype=np.float32)
-            for slot, frame in enumerate(found, start=len(stack) - count):
-                stack[slot] = np.nan if frame is None else frame.values
-            self._stacks[key] = (stack, times)
-            return stack[len(stack) - count :]
-        with self._lock:  # frames leaving the context let go of it before it is rewritten
-            self._let_go(self._frames.get(key, {}), times, stack)
+            stack, before = np.empty((size, *field.values.shape), dtype=np.float32), []
+        else:
+            with self._lock:  # frames leaving the context let go of it before it is rewritten
+                self._let_go(self._frames.get(key, {}), times, stack)
         first, first_before = len(stack) - count, len(stack) - len(before)
         slot = {time: first_before + k for k, time in enumerate(before)}
-        # Every frame moves by as many slots: in that direction each slot is read before it is
-        # written.
-        moved = first - first_before - round((times[0] - before[0]) / field.interval)
+        # Every frame of the last context moves by as many slots: in that direction each slot
+        # is read before it is written.
+        moved = (
+            first - first_before - round((times[0] - before[0]) / field.interval) if before else 0
+        )
         order = range(count) if moved <= 0 else range(count - 1, -1, -1)
         for k in order:
             frame = found[k]
